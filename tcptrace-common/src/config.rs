@@ -1,0 +1,210 @@
+//! Globals userspace writes into the eBPF object before loading it: the in-kernel filter, the
+//! running kernel's struct offsets (from BTF) and each classic tracepoint's record layout (from
+//! its tracefs `format` file). Nothing kernel-specific is compiled into the programs.
+
+/// Name of the [`Filter`] global in the eBPF object.
+pub const FILTER_GLOBAL: &str = "FILTER";
+/// Name of the [`KernelOffsets`] global in the eBPF object.
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+/// Names of the [`TpLayout`] globals, one per classic tracepoint.
+pub const TP_SET_STATE_GLOBAL: &str = "TP_SET_STATE";
+pub const TP_RETRANSMIT_GLOBAL: &str = "TP_RETRANSMIT";
+pub const TP_SYNACK_GLOBAL: &str = "TP_SYNACK";
+pub const TP_SEND_RESET_GLOBAL: &str = "TP_SEND_RESET";
+pub const TP_RECV_RESET_GLOBAL: &str = "TP_RECV_RESET";
+pub const TP_ERROR_GLOBAL: &str = "TP_ERROR";
+/// Name of the ring buffer map.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Name of the per-CPU lost-record counter map (index 0).
+pub const LOST_MAP: &str = "LOST";
+
+/// Maximum number of ports in each port filter.
+pub const MAX_PORTS: usize = 8;
+
+/// Cheap in-kernel filters; zero means "any". Ports are host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// 0, `AF_INET` or `AF_INET6`.
+    pub family: u8,
+    pub n_lports: u8,
+    pub n_rports: u8,
+    pub _pad0: u8,
+    /// Keep only events whose current task has this tgid.
+    pub tgid: u32,
+    /// Keep only sockets in this network namespace (needs [`KernelOffsets`]).
+    pub netns: u32,
+    pub _pad1: u32,
+    pub lports: [u16; MAX_PORTS],
+    pub rports: [u16; MAX_PORTS],
+}
+
+/// Marks an offset the running kernel does not have.
+pub const NO_OFFSET: u32 = u32::MAX;
+
+/// Byte offsets into kernel structs, resolved from the running kernel's BTF at load time.
+/// `valid == 0` means no BTF: the programs then use only tracepoint fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub valid: u32,
+    /// `struct sock_common` members, relative to `struct sock` (and to `struct request_sock`,
+    /// whose first member is its `sock_common`).
+    pub skc_family: u32,
+    pub skc_state: u32,
+    pub skc_num: u32,
+    pub skc_dport: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub skc_v6_daddr: u32,
+    /// `sock.__sk_common.skc_net.net`: pointer to `struct net`.
+    pub skc_net: u32,
+    /// `net.ns.inum`.
+    pub net_ns_inum: u32,
+    /// `sock.sk_protocol` (a `u16` on 5.6+; older kernels keep it in a bitfield, see below).
+    pub sk_protocol: u32,
+    /// Bit shift and width of `sk_protocol` inside the 32-bit word at `sk_protocol`.
+    pub sk_protocol_shift: u32,
+    pub sk_protocol_bits: u32,
+    /// `sock.sk_err`.
+    pub sk_err: u32,
+    /// `sk_buff.cb` and `tcp_skb_cb.tcp_flags`: where a segment's TCP flags live.
+    pub skb_cb: u32,
+    pub tcp_skb_cb_flags: u32,
+    /// `sk_buff.head`, `.network_header`, `.transport_header`: to parse a packet a reset is
+    /// sent for when there is no socket.
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    /// `sk_buff.dev` and `net_device.nd_net.net`: a socketless packet's namespace.
+    pub skb_dev: u32,
+    pub dev_nd_net: u32,
+}
+
+impl KernelOffsets {
+    /// No BTF: every offset unknown.
+    pub const fn none() -> Self {
+        Self {
+            valid: 0,
+            skc_family: NO_OFFSET,
+            skc_state: NO_OFFSET,
+            skc_num: NO_OFFSET,
+            skc_dport: NO_OFFSET,
+            skc_rcv_saddr: NO_OFFSET,
+            skc_daddr: NO_OFFSET,
+            skc_v6_rcv_saddr: NO_OFFSET,
+            skc_v6_daddr: NO_OFFSET,
+            skc_net: NO_OFFSET,
+            net_ns_inum: NO_OFFSET,
+            sk_protocol: NO_OFFSET,
+            sk_protocol_shift: 0,
+            sk_protocol_bits: 16,
+            sk_err: NO_OFFSET,
+            skb_cb: NO_OFFSET,
+            tcp_skb_cb_flags: NO_OFFSET,
+            skb_head: NO_OFFSET,
+            skb_network_header: NO_OFFSET,
+            skb_transport_header: NO_OFFSET,
+            skb_dev: NO_OFFSET,
+            dev_nd_net: NO_OFFSET,
+        }
+    }
+}
+
+impl Default for KernelOffsets {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+/// Marks a tracepoint field the running kernel's format does not have.
+pub const NO_FIELD: u16 = u16::MAX;
+
+/// Where a classic tracepoint's fields sit in its raw record, from tracefs
+/// `events/<category>/<name>/format`. Unused fields are [`NO_FIELD`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TpLayout {
+    /// `skaddr` (pointer).
+    pub skaddr: u16,
+    /// `skbaddr` (pointer).
+    pub skbaddr: u16,
+    /// `req` (pointer, `tcp_retransmit_synack`).
+    pub req: u16,
+    /// `oldstate` / `newstate` (int).
+    pub oldstate: u16,
+    pub newstate: u16,
+    /// `state` (int).
+    pub state: u16,
+    /// `sport` / `dport` (u16, host order).
+    pub sport: u16,
+    pub dport: u16,
+    /// `family` / `protocol` (u16).
+    pub family: u16,
+    pub protocol: u16,
+    /// `saddr` / `daddr`: 4-byte IPv4, or a `sockaddr_in6`-sized buffer when `sockaddr` is 1.
+    pub saddr: u16,
+    pub daddr: u16,
+    /// `saddr_v6` / `daddr_v6` (16 bytes).
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+    /// `err` (int, `tcp_retransmit_skb` on 6.x), `error` (int, `inet_sk_error_report`).
+    pub err: u16,
+    pub error: u16,
+    /// `reason` (enum, `tcp_send_reset` on 6.10+).
+    pub reason: u16,
+    /// 1 when `saddr`/`daddr` hold a `sockaddr` (family, port, address) rather than raw bytes.
+    pub sockaddr: u16,
+}
+
+impl TpLayout {
+    /// Every field absent.
+    pub const fn none() -> Self {
+        Self {
+            skaddr: NO_FIELD,
+            skbaddr: NO_FIELD,
+            req: NO_FIELD,
+            oldstate: NO_FIELD,
+            newstate: NO_FIELD,
+            state: NO_FIELD,
+            sport: NO_FIELD,
+            dport: NO_FIELD,
+            family: NO_FIELD,
+            protocol: NO_FIELD,
+            saddr: NO_FIELD,
+            daddr: NO_FIELD,
+            saddr_v6: NO_FIELD,
+            daddr_v6: NO_FIELD,
+            err: NO_FIELD,
+            error: NO_FIELD,
+            reason: NO_FIELD,
+            sockaddr: 0,
+        }
+    }
+}
+
+impl Default for TpLayout {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, made only of integers and integer arrays, with every
+    // padding byte spelled out as a named field, so any byte pattern is a valid value.
+    unsafe impl aya::Pod for super::Filter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TpLayout {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::record::Header {}
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<Filter>() == 48);
+    assert!(core::mem::size_of::<KernelOffsets>() == 22 * 4);
+    assert!(core::mem::size_of::<TpLayout>() == 36);
+};

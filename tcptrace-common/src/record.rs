@@ -1,0 +1,137 @@
+//! Ring-buffer records: one common [`Header`] followed by a per-kind body, all 96 bytes long.
+
+/// Kind byte at the start of every record.
+pub mod kind {
+    /// `sock:inet_sock_set_state` for a TCP socket.
+    pub const STATE: u8 = 1;
+    /// `tcp:tcp_retransmit_skb`.
+    pub const RETRANSMIT: u8 = 2;
+    /// `tcp:tcp_retransmit_synack` (the `sk` of the header is the request socket).
+    pub const SYNACK_RETRANSMIT: u8 = 3;
+    /// `tcp:tcp_send_reset`.
+    pub const RESET_SENT: u8 = 4;
+    /// `tcp:tcp_receive_reset`.
+    pub const RESET_RECEIVED: u8 = 5;
+    /// `sock:inet_sk_error_report` for a TCP socket.
+    pub const ERROR: u8 = 6;
+}
+
+/// Bits of [`Header::flags`].
+pub mod hdr_flags {
+    /// `netns` holds the socket's network namespace inode.
+    pub const NETNS: u8 = 1 << 0;
+    /// The addresses and ports are known (a reset sent for an unparsable packet has none).
+    pub const ADDRS: u8 = 1 << 1;
+}
+
+/// `IPPROTO_TCP`, as in `sk_protocol` and tracepoint `protocol` fields.
+pub const IPPROTO_TCP: u16 = 6;
+
+/// Address family values as the kernel uses them.
+pub const AF_INET: u8 = 2;
+/// Address family values as the kernel uses them.
+pub const AF_INET6: u8 = 10;
+
+/// Fields every record carries. Addresses are in network byte order (IPv4 in the first four
+/// bytes), ports in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u8,
+    pub family: u8,
+    pub flags: u8,
+    pub _pad0: u8,
+    pub lport: u16,
+    pub rport: u16,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    pub ts_ns: u64,
+    /// Kernel address of the socket (request socket for SYN-ACK retransmits); 0 when unknown.
+    pub sk: u64,
+    pub netns: u32,
+    /// Current task when the event fired; in softirq context this is whoever was interrupted.
+    pub tgid: u32,
+    pub tid: u32,
+    pub _pad1: u32,
+    pub comm: [u8; 16],
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+}
+
+/// Value of a state byte when the kernel gave none (e.g. classic `inet_sk_error_report`).
+pub const STATE_UNKNOWN: u8 = 0xff;
+
+/// `inet_sock_set_state`: `old` → `new` (kernel `TCP_*` numbers).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateRecord {
+    pub hdr: Header,
+    pub old: u8,
+    pub new: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Bits of [`RetransmitRecord::flags`].
+pub mod retrans_flags {
+    /// `tcp_flags` was read from the segment's `tcp_skb_cb`.
+    pub const TCP_FLAGS_VALID: u8 = 1 << 0;
+    /// `err` is meaningful (the tracepoint has an `err` field).
+    pub const HAS_ERR: u8 = 1 << 1;
+}
+
+/// `tcp_retransmit_skb`: the socket state, the segment's TCP flags and the attempt's result.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetransmitRecord {
+    pub hdr: Header,
+    pub state: u8,
+    pub tcp_flags: u8,
+    pub flags: u8,
+    pub _pad: u8,
+    /// Result of the attempt (0 = sent, negative errno = not sent).
+    pub err: i32,
+}
+
+/// `tcp_retransmit_synack`: `hdr.sk` is the request socket, `listener` the listening socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynAckRecord {
+    pub hdr: Header,
+    pub listener: u64,
+}
+
+/// Sentinel in [`ResetRecord::reason`] when the kernel gave no reason.
+pub const REASON_NONE: u32 = u32::MAX;
+
+/// `tcp_send_reset` / `tcp_receive_reset` (direction is in `hdr.kind`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetRecord {
+    pub hdr: Header,
+    pub state: u8,
+    pub _pad: [u8; 3],
+    /// `enum sk_rst_reason` value, or [`REASON_NONE`].
+    pub reason: u32,
+}
+
+/// `inet_sk_error_report`: the error now set on the socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ErrorRecord {
+    pub hdr: Header,
+    pub state: u8,
+    pub _pad: [u8; 3],
+    /// Positive errno (`sk->sk_err`).
+    pub errno: i32,
+}
+
+/// Size of every record in the ring buffer.
+pub const RECORD_SIZE: usize = 96;
+
+const _: () = {
+    assert!(core::mem::size_of::<Header>() == 88);
+    assert!(core::mem::size_of::<StateRecord>() == RECORD_SIZE);
+    assert!(core::mem::size_of::<RetransmitRecord>() == RECORD_SIZE);
+    assert!(core::mem::size_of::<SynAckRecord>() == RECORD_SIZE);
+    assert!(core::mem::size_of::<ResetRecord>() == RECORD_SIZE);
+    assert!(core::mem::size_of::<ErrorRecord>() == RECORD_SIZE);
+};

@@ -1,0 +1,99 @@
+//! Time arithmetic: maps CLOCK_MONOTONIC event stamps to wall-clock time and formats RFC 3339.
+
+/// Offset between CLOCK_REALTIME and CLOCK_MONOTONIC, sampled once by the caller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WallClock {
+    /// `realtime_ns - monotonic_ns` at sampling time.
+    pub offset_ns: i128,
+}
+
+impl WallClock {
+    /// From one pair of clock readings taken back to back.
+    pub fn from_samples(realtime_ns: i128, monotonic_ns: i128) -> Self {
+        Self {
+            offset_ns: realtime_ns - monotonic_ns,
+        }
+    }
+
+    /// Unix time in nanoseconds of a monotonic stamp.
+    pub fn unix_ns(&self, monotonic_ns: u64) -> i128 {
+        monotonic_ns as i128 + self.offset_ns
+    }
+}
+
+/// Civil date (year, month 1-12, day 1-31) of a count of days since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Eras of 400 years (146097 days) starting at 0000-03-01.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Appends `unix_ns` as RFC 3339 UTC with microseconds, e.g. `2026-11-24T10:03:07.123456Z`.
+pub fn write_rfc3339_us(out: &mut Vec<u8>, unix_ns: i128) {
+    let us = unix_ns.div_euclid(1000);
+    let secs = us.div_euclid(1_000_000) as i64;
+    let micros = us.rem_euclid(1_000_000) as u32;
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400) as u32;
+    let (h, mi, s) = (sod / 3600, sod / 60 % 60, sod % 60);
+    push_num(out, y.clamp(0, 9999) as u32, 4);
+    out.push(b'-');
+    push_num(out, mo, 2);
+    out.push(b'-');
+    push_num(out, d, 2);
+    out.push(b'T');
+    push_num(out, h, 2);
+    out.push(b':');
+    push_num(out, mi, 2);
+    out.push(b':');
+    push_num(out, s, 2);
+    out.push(b'.');
+    push_num(out, micros, 6);
+    out.push(b'Z');
+}
+
+/// Appends `v` zero-padded to `width` digits (at most 10).
+fn push_num(out: &mut Vec<u8>, v: u32, width: usize) {
+    let mut buf = [b'0'; 10];
+    let mut n = v;
+    for slot in buf[..width].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&buf[..width]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fmt(ns: i128) -> String {
+        let mut v = Vec::new();
+        write_rfc3339_us(&mut v, ns);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(fmt(0), "1970-01-01T00:00:00.000000Z");
+        // 2000-02-29T12:34:56.789012Z (leap day)
+        assert_eq!(fmt(951_827_696_789_012_345), "2000-02-29T12:34:56.789012Z");
+        // 2026-11-24T00:00:00Z
+        assert_eq!(fmt(1_795_478_400_000_000_000), "2026-11-24T00:00:00.000000Z");
+        assert_eq!(fmt(-1_000), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn wall_clock_offsets() {
+        let c = WallClock::from_samples(1_000_000_000_000, 5_000);
+        assert_eq!(c.unix_ns(6_000), 1_000_000_001_000);
+    }
+}

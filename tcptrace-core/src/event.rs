@@ -1,0 +1,140 @@
+//! The decoded event model: what one kernel record means, independent of how it is printed.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::tcp::{SegmentKind, TcpState};
+
+/// Address family of a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Inet,
+    Inet6,
+    /// A record whose family could not be read.
+    Unknown,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Inet => "ipv4",
+            Self::Inet6 => "ipv6",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// A task's `comm`, as the kernel stores it (NUL-padded, at most 15 bytes + NUL).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Comm(pub [u8; 16]);
+
+impl Comm {
+    /// Creates a comm from text, truncated to 15 bytes.
+    pub fn new(s: &str) -> Self {
+        let mut b = [0u8; 16];
+        let n = s.len().min(15);
+        b[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Self(b)
+    }
+
+    /// The bytes up to the first NUL.
+    pub fn bytes(&self) -> &[u8] {
+        let n = self.0.iter().position(|&b| b == 0).unwrap_or(16);
+        &self.0[..n]
+    }
+
+    /// Lossy text form.
+    pub fn to_string_lossy(&self) -> String {
+        String::from_utf8_lossy(self.bytes()).into_owned()
+    }
+}
+
+/// Who a reset went to or came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResetDirection {
+    Sent,
+    Received,
+}
+
+impl ResetDirection {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Received => "received",
+        }
+    }
+}
+
+/// The per-kind facts of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `inet_sock_set_state`.
+    State { old: TcpState, new: TcpState },
+    /// A segment retransmitted successfully by `tcp_retransmit_skb`.
+    Retransmit {
+        state: Option<TcpState>,
+        kind: SegmentKind,
+        /// Whether `kind` came from the segment's flags (else it is inferred from `state`).
+        from_flags: bool,
+    },
+    /// A retransmission the kernel attempted but could not send (`err != 0`).
+    RetransmitFailed {
+        state: Option<TcpState>,
+        kind: SegmentKind,
+        from_flags: bool,
+        /// Positive errno.
+        errno: i32,
+    },
+    /// `tcp_retransmit_synack`: the event's socket is the request socket.
+    SynAckRetransmit { listener: u64 },
+    /// `tcp_send_reset` / `tcp_receive_reset`.
+    Reset {
+        direction: ResetDirection,
+        state: Option<TcpState>,
+        /// `enum sk_rst_reason` number when the kernel gives one.
+        reason: Option<u32>,
+    },
+    /// `inet_sk_error_report`: positive errno.
+    Error { errno: i32, state: Option<TcpState> },
+}
+
+impl EventKind {
+    /// The JSON `"type"` of the event.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::State { .. } => "state",
+            Self::Retransmit { .. } | Self::SynAckRetransmit { .. } => "retransmit",
+            Self::RetransmitFailed { .. } => "retransmit_failed",
+            Self::Reset { .. } => "reset",
+            Self::Error { .. } => "error",
+        }
+    }
+}
+
+/// One kernel fact with the context every record carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Kernel socket address (request socket for SYN-ACK retransmits); 0 when unknown.
+    pub sk: u64,
+    /// Network namespace inode, when known.
+    pub netns: Option<u32>,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: Comm,
+    pub family: Family,
+    pub laddr: IpAddr,
+    pub lport: u16,
+    pub raddr: IpAddr,
+    pub rport: u16,
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// The unspecified address of the event's family.
+    pub fn unspecified(family: Family) -> IpAddr {
+        match family {
+            Family::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+}

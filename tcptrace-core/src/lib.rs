@@ -1,0 +1,14 @@
+//! The pure core of tcptrace: everything between raw bytes and meaning, with no I/O of its own.
+//!
+//! Live tracing and `replay` both go through this crate, so it is unit-tested from recorded
+//! inputs. It imports neither aya nor tokio and never reads /proc or /sys itself: callers hand
+//! it bytes (a BTF blob, a tracepoint `format` file, ring-buffer records).
+
+pub mod btf;
+pub mod clock;
+pub mod decode;
+pub mod event;
+pub mod layout;
+pub mod state_clock;
+pub mod tcp;
+pub mod tp_format;

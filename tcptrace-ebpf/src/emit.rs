@@ -1,0 +1,76 @@
+//! Stamps the task context on a record, applies the in-kernel filter and writes the record to the
+//! ring buffer, counting it in `LOST` when the buffer is full.
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+use tcptrace_common::{Header, MAX_PORTS, hdr_flags};
+
+use crate::globals::{EVENTS, LOST, get};
+
+/// A header with kind, timestamp and current task filled in.
+#[inline(always)]
+pub fn header(kind: u8) -> Header {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    Header {
+        kind,
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        ..Header::default()
+    }
+}
+
+#[inline(always)]
+fn port_listed(port: u16, n: u8, list: &[u16; MAX_PORTS]) -> bool {
+    let n = n as usize;
+    let mut i = 0;
+    while i < MAX_PORTS {
+        if i < n && list[i] == port {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether the record passes the user's cheap filters (family, ports, pid, netns).
+#[inline(always)]
+pub fn wanted(hdr: &Header) -> bool {
+    let family = get!(FILTER.family);
+    if family != 0 && family != hdr.family {
+        return false;
+    }
+    let tgid = get!(FILTER.tgid);
+    if tgid != 0 && tgid != hdr.tgid {
+        return false;
+    }
+    let netns = get!(FILTER.netns);
+    if netns != 0 && (hdr.flags & hdr_flags::NETNS == 0 || netns != hdr.netns) {
+        return false;
+    }
+    let n_l = get!(FILTER.n_lports);
+    if n_l != 0 && !port_listed(hdr.lport, n_l, &get!(FILTER.lports)) {
+        return false;
+    }
+    let n_r = get!(FILTER.n_rports);
+    if n_r != 0 && !port_listed(hdr.rport, n_r, &get!(FILTER.rports)) {
+        return false;
+    }
+    true
+}
+
+/// Writes `record` (whose first member is its `Header`) unless filtered out.
+#[inline(always)]
+pub fn submit<T: 'static>(record: &T, hdr: &Header) {
+    if !wanted(hdr) {
+        return;
+    }
+    if EVENTS.output::<T>(record, 0).is_err()
+        && let Some(lost) = LOST.get_ptr_mut(0)
+    {
+        // SAFETY: the pointer comes from a successful lookup of this CPU's slot and stays valid
+        // while the program runs. Only programs on this CPU write it; a nested program on the
+        // same CPU could at worst lose one increment, never corrupt the counter.
+        unsafe { *lost += 1 };
+    }
+}

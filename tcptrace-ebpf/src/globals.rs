@@ -1,0 +1,53 @@
+//! The maps and the load-time globals (filter, kernel offsets, tracepoint layouts).
+use aya_ebpf::{
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use tcptrace_common::{Filter, KernelOffsets, MAX_PORTS, TpLayout};
+
+/// All records go here; userspace sizes it with `--ring-buffer` before load.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Index 0: records dropped because `EVENTS` was full, per CPU.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[unsafe(no_mangle)]
+pub static FILTER: Filter = Filter {
+    family: 0,
+    n_lports: 0,
+    n_rports: 0,
+    _pad0: 0,
+    tgid: 0,
+    netns: 0,
+    _pad1: 0,
+    lports: [0; MAX_PORTS],
+    rports: [0; MAX_PORTS],
+};
+
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets::none();
+
+#[unsafe(no_mangle)]
+pub static TP_SET_STATE: TpLayout = TpLayout::none();
+#[unsafe(no_mangle)]
+pub static TP_RETRANSMIT: TpLayout = TpLayout::none();
+#[unsafe(no_mangle)]
+pub static TP_SYNACK: TpLayout = TpLayout::none();
+#[unsafe(no_mangle)]
+pub static TP_SEND_RESET: TpLayout = TpLayout::none();
+#[unsafe(no_mangle)]
+pub static TP_RECV_RESET: TpLayout = TpLayout::none();
+#[unsafe(no_mangle)]
+pub static TP_ERROR: TpLayout = TpLayout::none();
+
+/// Reads one field of a global through a volatile load, so the compiler cannot fold the
+/// compile-time default; the verifier then sees the value userspace froze into `.rodata`.
+macro_rules! get {
+    ($global:ident . $field:ident) => {
+        // SAFETY: the global is a plain integer struct that lives for the program's lifetime.
+        unsafe { core::ptr::read_volatile(&raw const $crate::globals::$global.$field) }
+    };
+}
+pub(crate) use get;

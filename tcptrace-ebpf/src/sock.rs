@@ -1,0 +1,130 @@
+//! Reads `struct sock_common` fields (shared by full, request and timewait sockets) and packet
+//! headers at the offsets userspace resolved from BTF.
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use tcptrace_common::{AF_INET, AF_INET6, Header, NO_OFFSET, hdr_flags};
+
+use crate::globals::get;
+
+/// Reads a `T` at `base + off`; `None` when the offset is unknown or the read faults.
+#[inline(always)]
+pub fn read<T>(base: u64, off: u32) -> Option<T> {
+    if off == NO_OFFSET || base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copies from any kernel address and returns an error instead
+    // of faulting; the result is only interpreted as plain integers.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+}
+
+/// Network namespace inode of a socket (`sk->__sk_common.skc_net.net->ns.inum`).
+#[inline(always)]
+pub fn netns_of_sock(sk: u64) -> Option<u32> {
+    let net: u64 = read(sk, get!(OFFSETS.skc_net))?;
+    read(net, get!(OFFSETS.net_ns_inum))
+}
+
+/// `sk->sk_protocol`, wherever this kernel keeps it.
+#[inline(always)]
+pub fn protocol(sk: u64) -> Option<u16> {
+    let word: u32 = read(sk, get!(OFFSETS.sk_protocol))?;
+    let bits = get!(OFFSETS.sk_protocol_bits) & 31;
+    let shift = get!(OFFSETS.sk_protocol_shift) & 31;
+    let mask = if bits == 0 { 0xffff } else { (1u32 << bits) - 1 };
+    Some(((word >> shift) & mask) as u16)
+}
+
+/// `skc_state` of a socket, request socket or timewait socket.
+#[inline(always)]
+pub fn state(sk: u64) -> Option<u8> {
+    read(sk, get!(OFFSETS.skc_state))
+}
+
+/// Fills family, ports, addresses and namespace of `hdr` from a socket. Returns false when the
+/// socket's family could not be read (no BTF or a fault).
+#[inline(always)]
+pub fn fill_from_sock(hdr: &mut Header, sk: u64) -> bool {
+    let Some(family) = read::<u16>(sk, get!(OFFSETS.skc_family)) else {
+        return false;
+    };
+    hdr.family = family as u8;
+    hdr.lport = read::<u16>(sk, get!(OFFSETS.skc_num)).unwrap_or(0);
+    hdr.rport = u16::from_be(read::<u16>(sk, get!(OFFSETS.skc_dport)).unwrap_or(0));
+    if hdr.family == AF_INET {
+        let l: [u8; 4] = read(sk, get!(OFFSETS.skc_rcv_saddr)).unwrap_or([0; 4]);
+        let r: [u8; 4] = read(sk, get!(OFFSETS.skc_daddr)).unwrap_or([0; 4]);
+        hdr.laddr[..4].copy_from_slice(&l);
+        hdr.raddr[..4].copy_from_slice(&r);
+    } else if hdr.family == AF_INET6 {
+        hdr.laddr = read(sk, get!(OFFSETS.skc_v6_rcv_saddr)).unwrap_or([0; 16]);
+        hdr.raddr = read(sk, get!(OFFSETS.skc_v6_daddr)).unwrap_or([0; 16]);
+    }
+    hdr.flags |= hdr_flags::ADDRS;
+    fill_netns(hdr, sk);
+    true
+}
+
+/// Sets `hdr.netns` from a socket when BTF offsets are known.
+#[inline(always)]
+pub fn fill_netns(hdr: &mut Header, sk: u64) {
+    if let Some(ns) = netns_of_sock(sk) {
+        hdr.netns = ns;
+        hdr.flags |= hdr_flags::NETNS;
+    }
+}
+
+/// TCP flags of a segment about to be (re)transmitted: `TCP_SKB_CB(skb)->tcp_flags`.
+#[inline(always)]
+pub fn skb_tcp_flags(skb: u64) -> Option<u8> {
+    let cb = get!(OFFSETS.skb_cb);
+    let flags = get!(OFFSETS.tcp_skb_cb_flags);
+    if cb == NO_OFFSET || flags == NO_OFFSET {
+        return None;
+    }
+    read(skb, cb + flags)
+}
+
+/// Fills `hdr` from a received packet a reset is answered to (no socket): local is the packet's
+/// destination. The namespace comes from the receiving device.
+#[inline(always)]
+pub fn fill_from_incoming_skb(hdr: &mut Header, skb: u64) -> bool {
+    let Some(head) = read::<u64>(skb, get!(OFFSETS.skb_head)) else {
+        return false;
+    };
+    let Some(nh) = read::<u16>(skb, get!(OFFSETS.skb_network_header)) else {
+        return false;
+    };
+    let Some(th) = read::<u16>(skb, get!(OFFSETS.skb_transport_header)) else {
+        return false;
+    };
+    let ip = head + nh as u64;
+    let Some(first) = read::<u8>(ip, 0) else {
+        return false;
+    };
+    match first >> 4 {
+        4 => {
+            hdr.family = AF_INET;
+            let src: [u8; 4] = read(ip, 12).unwrap_or([0; 4]);
+            let dst: [u8; 4] = read(ip, 16).unwrap_or([0; 4]);
+            hdr.raddr[..4].copy_from_slice(&src);
+            hdr.laddr[..4].copy_from_slice(&dst);
+        }
+        6 => {
+            hdr.family = AF_INET6;
+            hdr.raddr = read(ip, 8).unwrap_or([0; 16]);
+            hdr.laddr = read(ip, 24).unwrap_or([0; 16]);
+        }
+        _ => return false,
+    }
+    let tcp = head + th as u64;
+    hdr.rport = u16::from_be(read::<u16>(tcp, 0).unwrap_or(0));
+    hdr.lport = u16::from_be(read::<u16>(tcp, 2).unwrap_or(0));
+    hdr.flags |= hdr_flags::ADDRS;
+    if let Some(dev) = read::<u64>(skb, get!(OFFSETS.skb_dev))
+        && let Some(net) = read::<u64>(dev, get!(OFFSETS.dev_nd_net))
+        && let Some(ns) = read::<u32>(net, get!(OFFSETS.net_ns_inum))
+    {
+        hdr.netns = ns;
+        hdr.flags |= hdr_flags::NETNS;
+    }
+    true
+}

@@ -1,0 +1,138 @@
+//! BTF tracepoints (`tp_btf`, Linux 5.5+): the kernel hands us the raw tracepoint arguments,
+//! including `struct sock *`, which we read at BTF-resolved offsets.
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use tcptrace_common::{
+    ErrorRecord, IPPROTO_TCP, NO_FIELD, REASON_NONE, ResetRecord, RetransmitRecord, STATE_UNKNOWN,
+    StateRecord, SynAckRecord, kind, retrans_flags,
+};
+
+use crate::{
+    emit::{header, submit},
+    globals::get,
+    sock,
+};
+
+/// `trace_inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)`,
+/// called from `inet_sk_state_store`/`inet_sk_set_state` (Linux 4.16+).
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tcptrace_btf_set_state(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    if sock::protocol(sk) != Some(IPPROTO_TCP) {
+        return 0;
+    }
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    let mut rec = StateRecord {
+        hdr: header(kind::STATE),
+        old: old as u8,
+        new: new as u8,
+        ..StateRecord::default()
+    };
+    rec.hdr.sk = sk;
+    sock::fill_from_sock(&mut rec.hdr, sk);
+    submit(&rec, &rec.hdr);
+    0
+}
+
+/// `trace_tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)` from
+/// `__tcp_retransmit_skb` (Linux 4.15+; `err` since 6.9, detected from the tracefs format).
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcptrace_btf_retransmit(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let skb: u64 = ctx.arg(1);
+    let mut rec = RetransmitRecord {
+        hdr: header(kind::RETRANSMIT),
+        state: sock::state(sk).unwrap_or(STATE_UNKNOWN),
+        ..RetransmitRecord::default()
+    };
+    if get!(TP_RETRANSMIT.err) != NO_FIELD {
+        rec.err = ctx.arg::<i32>(2);
+        rec.flags |= retrans_flags::HAS_ERR;
+    }
+    if let Some(flags) = sock::skb_tcp_flags(skb) {
+        rec.tcp_flags = flags;
+        rec.flags |= retrans_flags::TCP_FLAGS_VALID;
+    }
+    rec.hdr.sk = sk;
+    sock::fill_from_sock(&mut rec.hdr, sk);
+    submit(&rec, &rec.hdr);
+    0
+}
+
+/// `trace_tcp_retransmit_synack(const struct sock *sk, const struct request_sock *req)` from
+/// `tcp_rtx_synack` (Linux 4.15+). The request socket starts with its `sock_common`.
+#[btf_tracepoint(function = "tcp_retransmit_synack")]
+pub fn tcptrace_btf_synack(ctx: BtfTracePointContext) -> i32 {
+    let listener: u64 = ctx.arg(0);
+    let req: u64 = ctx.arg(1);
+    let mut rec = SynAckRecord {
+        hdr: header(kind::SYNACK_RETRANSMIT),
+        listener,
+    };
+    rec.hdr.sk = req;
+    sock::fill_from_sock(&mut rec.hdr, req);
+    submit(&rec, &rec.hdr);
+    0
+}
+
+/// `trace_tcp_send_reset(const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason)`
+/// from `tcp_v{4,6}_send_reset` and `tcp_send_active_reset` (Linux 4.15+; `reason` since 6.10).
+/// `sk` may be NULL (no socket for the packet), then the addresses come from `skb`.
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcptrace_btf_send_reset(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let skb: u64 = ctx.arg(1);
+    let mut rec = ResetRecord {
+        hdr: header(kind::RESET_SENT),
+        state: STATE_UNKNOWN,
+        reason: REASON_NONE,
+        ..ResetRecord::default()
+    };
+    if get!(TP_SEND_RESET.reason) != NO_FIELD {
+        rec.reason = ctx.arg::<u32>(2);
+    }
+    if sk != 0 {
+        rec.hdr.sk = sk;
+        rec.state = sock::state(sk).unwrap_or(STATE_UNKNOWN);
+        sock::fill_from_sock(&mut rec.hdr, sk);
+    } else if skb != 0 {
+        sock::fill_from_incoming_skb(&mut rec.hdr, skb);
+    }
+    submit(&rec, &rec.hdr);
+    0
+}
+
+/// `trace_tcp_receive_reset(struct sock *sk)` from `tcp_reset` (Linux 4.15+).
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcptrace_btf_recv_reset(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let mut rec = ResetRecord {
+        hdr: header(kind::RESET_RECEIVED),
+        state: sock::state(sk).unwrap_or(STATE_UNKNOWN),
+        reason: REASON_NONE,
+        ..ResetRecord::default()
+    };
+    rec.hdr.sk = sk;
+    sock::fill_from_sock(&mut rec.hdr, sk);
+    submit(&rec, &rec.hdr);
+    0
+}
+
+/// `trace_inet_sk_error_report(const struct sock *sk)` from `sk_error_report` (Linux 5.15+).
+#[btf_tracepoint(function = "inet_sk_error_report")]
+pub fn tcptrace_btf_error(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    if sock::protocol(sk) != Some(IPPROTO_TCP) {
+        return 0;
+    }
+    let mut rec = ErrorRecord {
+        hdr: header(kind::ERROR),
+        state: sock::state(sk).unwrap_or(STATE_UNKNOWN),
+        errno: sock::read::<i32>(sk, get!(OFFSETS.sk_err)).unwrap_or(0),
+        ..ErrorRecord::default()
+    };
+    rec.hdr.sk = sk;
+    sock::fill_from_sock(&mut rec.hdr, sk);
+    submit(&rec, &rec.hdr);
+    0
+}

@@ -1,0 +1,7 @@
+//! Command-line flags: clap parses them (`args`), `config` validates them into what the rest of
+//! the program needs, so nothing past this module sees raw strings.
+mod args;
+mod config;
+
+pub use args::Args;
+pub use config::{Config, Format, TracepointMode};

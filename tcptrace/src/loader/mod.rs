@@ -1,0 +1,218 @@
+//! Loads the embedded eBPF object with this kernel's layout (BTF offsets, tracepoint formats)
+//! and attaches each hook as a BTF tracepoint or, failing that, a classic tracepoint.
+mod hooks;
+mod privilege;
+mod tracefs;
+
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader, Endianness,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
+};
+use tcptrace_common::{self as abi, KernelOffsets, TpLayout};
+use tcptrace_core::{btf::Btf, layout, tp_format};
+
+use crate::flags::{Config, TracepointMode};
+pub use hooks::HOOKS;
+
+/// The eBPF object, built by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace"));
+
+/// How one hook ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    Btf,
+    Classic,
+}
+
+impl Attachment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Btf => "tp_btf",
+            Self::Classic => "tracepoint",
+        }
+    }
+}
+
+/// A loaded, attached tracer. Dropping `ebpf` detaches every program; the maps stay readable.
+pub struct Tracer {
+    pub ebpf: Option<Ebpf>,
+    pub events: RingBuf<MapData>,
+    pub lost: PerCpuArray<MapData, u64>,
+    pub attached: Vec<(&'static str, Attachment)>,
+    /// `enum sk_rst_reason` names from BTF, for printing reset reasons.
+    pub reset_reasons: Vec<(u32, String)>,
+    /// Things that work less well than they could on this kernel, one line each.
+    pub warnings: Vec<String>,
+}
+
+struct KernelInfo {
+    aya_btf: Option<aya::Btf>,
+    offsets: KernelOffsets,
+    reset_reasons: Vec<(u32, String)>,
+    layouts: Vec<Option<TpLayout>>,
+}
+
+fn kernel_info(cfg: &Config, warnings: &mut Vec<String>) -> anyhow::Result<KernelInfo> {
+    let mut info = KernelInfo {
+        aya_btf: None,
+        offsets: KernelOffsets::none(),
+        reset_reasons: Vec::new(),
+        layouts: Vec::new(),
+    };
+    if let Some(path) = &cfg.btf {
+        match read_btf(path) {
+            Ok((btf, aya_btf)) => {
+                info.offsets = layout::kernel_offsets(&btf)
+                    .map_err(|e| anyhow!("kernel BTF at {}: {e}", path.display()))?;
+                info.reset_reasons = layout::rst_reason_names(&btf);
+                info.aya_btf = Some(aya_btf);
+            }
+            Err(e) if cfg.tracepoints == TracepointMode::Btf => return Err(e),
+            Err(e) => warnings.push(format!(
+                "{e}; using classic tracepoints without namespaces or segment flags"
+            )),
+        }
+    }
+    let root = tracefs::find_or_mount();
+    if root.is_none() {
+        warnings.push(
+            "tracefs is not mounted and could not be mounted at /sys/kernel/tracing".to_string(),
+        );
+    }
+    for hook in &HOOKS {
+        let text = root
+            .as_deref()
+            .and_then(|r| tracefs::format(r, hook.category, hook.tracepoint));
+        let parsed = match text {
+            Some(t) => Some(tp_format::parse(&t).map_err(|e| {
+                anyhow!("format of {}:{}: {e}", hook.category, hook.tracepoint)
+            })?),
+            None => None,
+        };
+        info.layouts.push(parsed.as_ref().map(layout::tp_layout));
+    }
+    Ok(info)
+}
+
+fn read_btf(path: &Path) -> anyhow::Result<(Btf, aya::Btf)> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read kernel BTF {}", path.display()))?;
+    let btf = Btf::parse(&bytes).map_err(|e| anyhow!("kernel BTF {}: {e}", path.display()))?;
+    let aya_btf = aya::Btf::parse_file(path, Endianness::default())
+        .map_err(|e| anyhow!("kernel BTF {}: {e}", path.display()))?;
+    Ok((btf, aya_btf))
+}
+
+/// Loads and attaches everything `cfg` asks for.
+pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
+    privilege::check()?;
+    let mut warnings = Vec::new();
+    let info = kernel_info(cfg, &mut warnings)?;
+
+    let mut loader = EbpfLoader::new();
+    loader
+        .btf(info.aya_btf.as_ref())
+        .override_global(abi::FILTER_GLOBAL, &cfg.filter, true)
+        .override_global(abi::OFFSETS_GLOBAL, &info.offsets, true)
+        .map_max_entries(abi::EVENTS_MAP, cfg.ring_bytes);
+    let none = TpLayout::none();
+    for (hook, layout) in HOOKS.iter().zip(&info.layouts) {
+        loader.override_global(hook.layout_global, layout.as_ref().unwrap_or(&none), true);
+    }
+    let mut ebpf = loader
+        .load(OBJECT)
+        .map_err(|e| anyhow!("loading the eBPF object failed: {e}"))?;
+
+    let mut attached = Vec::new();
+    for (hook, layout) in HOOKS.iter().zip(&info.layouts) {
+        match attach(&mut ebpf, hook, layout.is_some(), &info, cfg.tracepoints, &mut warnings) {
+            Ok(how) => attached.push((hook.tracepoint, how)),
+            Err(e) if hook.required => return Err(e),
+            Err(e) => warnings.push(format!("{e}; {} will not be reported", hook.provides)),
+        }
+    }
+
+    let events = RingBuf::try_from(
+        ebpf.take_map(abi::EVENTS_MAP)
+            .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::EVENTS_MAP))?,
+    )?;
+    let lost = PerCpuArray::try_from(
+        ebpf.take_map(abi::LOST_MAP)
+            .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::LOST_MAP))?,
+    )?;
+    Ok(Tracer {
+        ebpf: Some(ebpf),
+        events,
+        lost,
+        attached,
+        reset_reasons: info.reset_reasons,
+        warnings,
+    })
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    hook: &hooks::Hook,
+    has_format: bool,
+    info: &KernelInfo,
+    mode: TracepointMode,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Attachment> {
+    let name = format!("{}:{}", hook.category, hook.tracepoint);
+    if mode != TracepointMode::Classic {
+        let result = match &info.aya_btf {
+            Some(btf) => attach_btf(ebpf, hook, btf),
+            None => Err(anyhow!("no kernel BTF")),
+        };
+        match result {
+            Ok(()) => return Ok(Attachment::Btf),
+            Err(e) if mode == TracepointMode::Btf => {
+                bail!("BTF tracepoint {name} could not be attached: {e}")
+            }
+            Err(e) if info.aya_btf.is_some() => {
+                warnings.push(format!("BTF tracepoint {name}: {e}; using the classic one"));
+            }
+            Err(_) => {}
+        }
+    }
+    if !has_format {
+        bail!("tracepoint {name} does not exist on this kernel (no tracefs format)");
+    }
+    let prog: &mut TracePoint = ebpf
+        .program_mut(hook.classic_prog)
+        .ok_or_else(|| anyhow!("eBPF object has no program {}", hook.classic_prog))?
+        .try_into()?;
+    prog.load()
+        .map_err(|e| anyhow!("loading classic tracepoint {name}: {}", verifier_line(&e)))?;
+    prog.attach(hook.category, hook.tracepoint)
+        .map_err(|e| anyhow!("attaching classic tracepoint {name}: {e}"))?;
+    Ok(Attachment::Classic)
+}
+
+fn attach_btf(ebpf: &mut Ebpf, hook: &hooks::Hook, btf: &aya::Btf) -> anyhow::Result<()> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(hook.btf_prog)
+        .ok_or_else(|| anyhow!("eBPF object has no program {}", hook.btf_prog))?
+        .try_into()?;
+    prog.load(hook.tracepoint, btf)
+        .map_err(|e| anyhow!("load: {}", verifier_line(&e)))?;
+    prog.attach().map_err(|e| anyhow!("attach: {e}"))?;
+    Ok(())
+}
+
+/// A program error with the verifier log condensed to its last meaningful lines.
+fn verifier_line(e: &aya::programs::ProgramError) -> String {
+    use std::fmt::Write as _;
+    let mut s = e.to_string();
+    if let aya::programs::ProgramError::LoadError { verifier_log, .. } = e {
+        let log = verifier_log.to_string();
+        let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+        let start = tail.len().saturating_sub(3);
+        let _ = write!(s, " (verifier: {})", tail[start..].join(" | "));
+    }
+    s
+}

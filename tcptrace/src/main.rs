@@ -1,0 +1,94 @@
+//! tcptrace: an always-on eBPF TCP tracer. `main` parses flags, loads the tracer, runs the live
+//! loop and maps every failure to one line on stderr and a non-zero exit (a closed output pipe
+//! is a normal end).
+mod flags;
+mod loader;
+mod run;
+mod sink;
+mod stats;
+
+use std::{io, process::ExitCode};
+
+use clap::Parser as _;
+
+use crate::{
+    flags::{Args, Config, Format},
+    sink::{JsonSink, Out, RenderCtx, Sink, TextSink},
+};
+
+fn clock_ns(id: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes into it.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// CLOCK_MONOTONIC now, the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
+fn wall_clock() -> tcptrace_core::clock::WallClock {
+    let mono = clock_ns(libc::CLOCK_MONOTONIC);
+    let real = clock_ns(libc::CLOCK_REALTIME);
+    tcptrace_core::clock::WallClock::from_samples(real, mono)
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cfg: Config) -> anyhow::Result<()> {
+    let tracer = loader::load(&cfg)?;
+    for w in &tracer.warnings {
+        eprintln!("tcptrace: warning: {w}");
+    }
+    let hooks: Vec<String> = tracer
+        .attached
+        .iter()
+        .map(|(tp, how)| format!("{tp}/{}", how.name()))
+        .collect();
+    eprintln!("tcptrace: attached {}; tracing (Ctrl-C to stop)", hooks.join(" "));
+    let ctx = RenderCtx {
+        clock: wall_clock(),
+        reset_reasons: tracer.reset_reasons.iter().cloned().collect(),
+    };
+    let mut sink: Box<dyn Sink> = match cfg.format {
+        Format::Json => Box::new(JsonSink::new(Out::stdout(), ctx)),
+        Format::Text => {
+            let width = if cfg.filter.family == tcptrace_common::AF_INET { 15 } else { 39 };
+            Box::new(TextSink::new(Out::stdout(), ctx, width, cfg.header))
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stats = runtime.block_on(run::run(tracer, sink.as_mut(), cfg.duration))?;
+    eprintln!("tcptrace: {stats}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let result = Config::from_args(args).and_then(run);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tcptrace: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! JSON lines: one object per event with a `"type"` tag; schema in README.md.
+use std::io::{self, Write};
+
+use tcptrace_core::{
+    clock::write_rfc3339_us,
+    event::{Event, EventKind},
+    tcp::{TcpState, errno_name},
+};
+
+use super::{Out, RenderCtx, Sink};
+
+pub struct JsonSink<W: Write> {
+    out: Out<W>,
+    ctx: RenderCtx,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub fn new(out: Out<W>, ctx: RenderCtx) -> Self {
+        Self { out, ctx }
+    }
+
+    pub fn into_out(self) -> Out<W> {
+        self.out
+    }
+}
+
+/// Appends `s` as a JSON string (lossy UTF-8, control characters escaped).
+pub fn push_str(buf: &mut Vec<u8>, s: &[u8]) {
+    buf.push(b'"');
+    for ch in String::from_utf8_lossy(s).chars() {
+        match ch {
+            '"' => buf.extend_from_slice(b"\\\""),
+            '\\' => buf.extend_from_slice(b"\\\\"),
+            '\n' => buf.extend_from_slice(b"\\n"),
+            '\r' => buf.extend_from_slice(b"\\r"),
+            '\t' => buf.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(buf, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let mut tmp = [0u8; 4];
+                buf.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+            }
+        }
+    }
+    buf.push(b'"');
+}
+
+fn key(buf: &mut Vec<u8>, k: &str) {
+    buf.extend_from_slice(b",\"");
+    buf.extend_from_slice(k.as_bytes());
+    buf.extend_from_slice(b"\":");
+}
+
+fn num(buf: &mut Vec<u8>, k: &str, v: impl itoa::Integer) {
+    key(buf, k);
+    buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+fn text(buf: &mut Vec<u8>, k: &str, v: &str) {
+    key(buf, k);
+    push_str(buf, v.as_bytes());
+}
+
+fn null(buf: &mut Vec<u8>, k: &str) {
+    key(buf, k);
+    buf.extend_from_slice(b"null");
+}
+
+fn opt_state(buf: &mut Vec<u8>, k: &str, s: Option<TcpState>) {
+    match s {
+        Some(s) => text(buf, k, s.name()),
+        None => null(buf, k),
+    }
+}
+
+fn errno(buf: &mut Vec<u8>, code: i32) {
+    match errno_name(code) {
+        Some(n) => text(buf, "errno", n),
+        None => null(buf, "errno"),
+    }
+    num(buf, "errno_code", code);
+}
+
+/// The opening of every record: type, times.
+fn head(buf: &mut Vec<u8>, ctx: &RenderCtx, ty: &str, ts_ns: u64) {
+    buf.extend_from_slice(b"{\"type\":");
+    push_str(buf, ty.as_bytes());
+    num(buf, "ts_ns", ts_ns);
+    key(buf, "time");
+    buf.push(b'"');
+    write_rfc3339_us(buf, ctx.clock.unix_ns(ts_ns));
+    buf.push(b'"');
+}
+
+/// Renders one event (without the trailing newline).
+pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u64>) {
+    head(buf, ctx, ev.kind.type_name(), ev.ts_ns);
+    key(buf, "sk");
+    let _ = write!(buf, "\"{:#x}\"", ev.sk);
+    match ev.netns {
+        Some(ns) => num(buf, "netns", ns),
+        None => null(buf, "netns"),
+    }
+    num(buf, "pid", ev.pid);
+    num(buf, "tid", ev.tid);
+    key(buf, "comm");
+    push_str(buf, ev.comm.bytes());
+    text(buf, "family", ev.family.name());
+    key(buf, "laddr");
+    let _ = write!(buf, "\"{}\"", ev.laddr);
+    num(buf, "lport", ev.lport);
+    key(buf, "raddr");
+    let _ = write!(buf, "\"{}\"", ev.raddr);
+    num(buf, "rport", ev.rport);
+    match ev.kind {
+        EventKind::State { old, new } => {
+            text(buf, "old", old.name());
+            text(buf, "new", new.name());
+            match prev_ns {
+                Some(ns) => {
+                    key(buf, "prev_ms");
+                    let ms = ns as f64 / 1e6;
+                    let _ = write!(buf, "{ms:.3}");
+                }
+                None => null(buf, "prev_ms"),
+            }
+        }
+        EventKind::Retransmit {
+            state,
+            kind,
+            from_flags,
+        } => {
+            opt_state(buf, "state", state);
+            text(buf, "kind", kind.name());
+            text(buf, "kind_from", if from_flags { "flags" } else { "state" });
+        }
+        EventKind::RetransmitFailed {
+            state,
+            kind,
+            from_flags,
+            errno: code,
+        } => {
+            opt_state(buf, "state", state);
+            text(buf, "kind", kind.name());
+            text(buf, "kind_from", if from_flags { "flags" } else { "state" });
+            errno(buf, code);
+        }
+        EventKind::SynAckRetransmit { listener } => {
+            text(buf, "state", TcpState::NEW_SYN_RECV.name());
+            text(buf, "kind", "synack");
+            text(buf, "kind_from", "tracepoint");
+            key(buf, "listener");
+            let _ = write!(buf, "\"{listener:#x}\"");
+        }
+        EventKind::Reset {
+            direction,
+            state,
+            reason,
+        } => {
+            text(buf, "direction", direction.name());
+            opt_state(buf, "state", state);
+            match reason {
+                Some(code) => {
+                    match ctx.reason_name(code) {
+                        Some(n) => text(buf, "reason", n),
+                        None => null(buf, "reason"),
+                    }
+                    num(buf, "reason_code", code);
+                }
+                None => {
+                    null(buf, "reason");
+                    null(buf, "reason_code");
+                }
+            }
+        }
+        EventKind::Error { errno: code, state } => {
+            errno(buf, code);
+            opt_state(buf, "state", state);
+        }
+    }
+    buf.push(b'}');
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn event(&mut self, ev: &Event, prev_ns: Option<u64>) -> io::Result<()> {
+        render(&mut self.out.buf, &self.ctx, ev, prev_ns);
+        self.out.buf.push(b'\n');
+        self.out.end_line()
+    }
+
+    fn lost(&mut self, ts_ns: u64, count: u64) -> io::Result<()> {
+        head(&mut self.out.buf, &self.ctx, "lost", ts_ns);
+        num(&mut self.out.buf, "count", count);
+        self.out.buf.extend_from_slice(b"}\n");
+        self.out.end_line()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+    use tcptrace_core::{
+        event::{Comm, Family, ResetDirection},
+        tcp::SegmentKind,
+    };
+
+    fn ev(kind: EventKind) -> Event {
+        Event {
+            ts_ns: 1_000_000_000,
+            sk: 0xffff_8880_0000_1000,
+            netns: Some(4026531840),
+            pid: 7,
+            tid: 8,
+            comm: Comm::new("n\"c\n"),
+            family: Family::Inet,
+            laddr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            lport: 40000,
+            raddr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            rport: 9527,
+            kind,
+        }
+    }
+
+    fn json(e: &Event, prev: Option<u64>, ctx: &RenderCtx) -> serde_json::Value {
+        let mut b = Vec::new();
+        render(&mut b, ctx, e, prev);
+        serde_json::from_slice(&b).expect("valid JSON")
+    }
+
+    #[test]
+    fn state_record_has_contract_fields() {
+        let ctx = RenderCtx::default();
+        let v = json(
+            &ev(EventKind::State {
+                old: TcpState::SYN_SENT,
+                new: TcpState::ESTABLISHED,
+            }),
+            Some(1_500_000),
+            &ctx,
+        );
+        assert_eq!(v["type"], "state");
+        assert_eq!(v["ts_ns"], 1_000_000_000u64);
+        assert_eq!(v["time"], "1970-01-01T00:00:01.000000Z");
+        assert_eq!(v["sk"], "0xffff888000001000");
+        assert_eq!(v["netns"], 4026531840u64);
+        assert_eq!(v["pid"], 7);
+        assert_eq!(v["comm"], "n\"c\n");
+        assert_eq!(v["family"], "ipv4");
+        assert_eq!(v["laddr"], "10.0.0.2");
+        assert_eq!(v["lport"], 40000);
+        assert_eq!(v["raddr"], "10.0.0.1");
+        assert_eq!(v["rport"], 9527);
+        assert_eq!(v["old"], "SYN_SENT");
+        assert_eq!(v["new"], "ESTABLISHED");
+        assert_eq!(v["prev_ms"], 1.5);
+        let v = json(
+            &ev(EventKind::State {
+                old: TcpState::CLOSE,
+                new: TcpState::SYN_SENT,
+            }),
+            None,
+            &ctx,
+        );
+        assert!(v["prev_ms"].is_null());
+    }
+
+    #[test]
+    fn other_kinds() {
+        let mut ctx = RenderCtx::default();
+        ctx.reset_reasons.insert(1, "NO_SOCKET".into());
+        let v = json(
+            &ev(EventKind::Reset {
+                direction: ResetDirection::Sent,
+                state: None,
+                reason: Some(1),
+            }),
+            None,
+            &ctx,
+        );
+        assert_eq!((v["type"].as_str(), v["direction"].as_str()), (Some("reset"), Some("sent")));
+        assert_eq!(v["reason"], "NO_SOCKET");
+        assert!(v["state"].is_null());
+        let v = json(
+            &ev(EventKind::Error {
+                errno: 110,
+                state: Some(TcpState::SYN_SENT),
+            }),
+            None,
+            &ctx,
+        );
+        assert_eq!(v["errno"], "ETIMEDOUT");
+        assert_eq!(v["state"], "SYN_SENT");
+        let v = json(
+            &ev(EventKind::Retransmit {
+                state: Some(TcpState::FIN_WAIT1),
+                kind: SegmentKind::Fin,
+                from_flags: true,
+            }),
+            None,
+            &ctx,
+        );
+        assert_eq!((v["type"].as_str(), v["kind"].as_str()), (Some("retransmit"), Some("fin")));
+        let v = json(&ev(EventKind::SynAckRetransmit { listener: 0x10 }), None, &ctx);
+        assert_eq!(v["kind"], "synack");
+        assert_eq!(v["listener"], "0x10");
+    }
+}

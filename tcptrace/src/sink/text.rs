@@ -1,0 +1,140 @@
+//! Aligned text columns for people, in the spirit of `tcpstates`, wide enough for IPv6.
+use std::io::{self, Write};
+
+use tcptrace_core::{
+    clock::write_rfc3339_us,
+    event::{Event, EventKind},
+    tcp::errno_name,
+};
+
+use super::{Out, RenderCtx, Sink};
+
+pub struct TextSink<W: Write> {
+    out: Out<W>,
+    ctx: RenderCtx,
+    addr_width: usize,
+    header_pending: bool,
+}
+
+impl<W: Write> TextSink<W> {
+    /// `addr_width` is 15 when only IPv4 can appear, 39 otherwise.
+    pub fn new(out: Out<W>, ctx: RenderCtx, addr_width: usize, header: bool) -> Self {
+        Self {
+            out,
+            ctx,
+            addr_width,
+            header_pending: header,
+        }
+    }
+
+    fn header(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.header_pending) {
+            let w = self.addr_width;
+            let _ = writeln!(
+                self.out.buf,
+                "{:<15} {:<18} {:<7} {:<15} {:<10} {:<w$} {:<5} {:<w$} {:<5} EVENT",
+                "TIME(UTC)", "SKADDR", "PID", "COMM", "NETNS", "LADDR", "LPORT", "RADDR", "RPORT"
+            );
+            self.out.end_line()?;
+        }
+        Ok(())
+    }
+}
+
+/// Time of day `HH:MM:SS.uuuuuu` of a monotonic stamp.
+fn time_of_day(buf: &mut Vec<u8>, ctx: &RenderCtx, ts_ns: u64) {
+    let mut full = Vec::with_capacity(32);
+    write_rfc3339_us(&mut full, ctx.clock.unix_ns(ts_ns));
+    // "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" → "HH:MM:SS.uuuuuu"
+    buf.extend_from_slice(full.get(11..26).unwrap_or(&full));
+}
+
+fn state_or_unknown(s: Option<tcptrace_core::tcp::TcpState>) -> &'static str {
+    s.map_or("?", |s| s.name())
+}
+
+/// Renders the EVENT column.
+pub fn describe(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u64>) {
+    let _ = match ev.kind {
+        EventKind::State { old, new } => match prev_ns {
+            Some(ns) => write!(buf, "{old} -> {new} ({:.3} ms in {old})", ns as f64 / 1e6),
+            None => write!(buf, "{old} -> {new}"),
+        },
+        EventKind::Retransmit { state, kind, .. } => write!(
+            buf,
+            "RETRANSMIT {} in {}",
+            kind.name(),
+            state_or_unknown(state)
+        ),
+        EventKind::RetransmitFailed {
+            state, kind, errno, ..
+        } => write!(
+            buf,
+            "RETRANSMIT-FAILED {} in {}: {}",
+            kind.name(),
+            state_or_unknown(state),
+            errno_name(errno).unwrap_or("?")
+        ),
+        EventKind::SynAckRetransmit { .. } => write!(buf, "RETRANSMIT synack in NEW_SYN_RECV"),
+        EventKind::Reset {
+            direction,
+            state,
+            reason,
+        } => {
+            let _ = write!(
+                buf,
+                "RESET {} in {}",
+                direction.name(),
+                state_or_unknown(state)
+            );
+            match reason {
+                Some(code) => match ctx.reason_name(code) {
+                    Some(n) => write!(buf, " ({n})"),
+                    None => write!(buf, " (reason {code})"),
+                },
+                None => Ok(()),
+            }
+        }
+        EventKind::Error { errno, state } => write!(
+            buf,
+            "ERROR {} in {}",
+            errno_name(errno).unwrap_or("?"),
+            state_or_unknown(state)
+        ),
+    };
+}
+
+impl<W: Write> Sink for TextSink<W> {
+    fn event(&mut self, ev: &Event, prev_ns: Option<u64>) -> io::Result<()> {
+        self.header()?;
+        let w = self.addr_width;
+        let buf = &mut self.out.buf;
+        time_of_day(buf, &self.ctx, ev.ts_ns);
+        let netns = ev.netns.map_or_else(|| "-".to_string(), |n| n.to_string());
+        let _ = write!(
+            buf,
+            "  {:<18} {:<7} {:<15} {:<10} {:<w$} {:<5} {:<w$} {:<5} ",
+            format!("{:#x}", ev.sk),
+            ev.pid,
+            ev.comm.to_string_lossy(),
+            netns,
+            ev.laddr.to_string(),
+            ev.lport,
+            ev.raddr.to_string(),
+            ev.rport,
+        );
+        describe(buf, &self.ctx, ev, prev_ns);
+        buf.push(b'\n');
+        self.out.end_line()
+    }
+
+    fn lost(&mut self, _ts_ns: u64, count: u64) -> io::Result<()> {
+        // In text mode the loss goes to stderr (see the reader) so columns stay parseable.
+        let _ = count;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
