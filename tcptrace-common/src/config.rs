@@ -58,6 +58,10 @@ pub struct KernelOffsets {
     pub skc_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
     pub skc_v6_daddr: u32,
+    /// `inet_sock.inet_sport` (network order): a full socket's local port, which unlike
+    /// `skc_num` survives `inet_put_port` on the way to CLOSE. Timewait and request sockets
+    /// have no such field and use `skc_num`.
+    pub inet_sport: u32,
     /// `sock.__sk_common.skc_net.net`: pointer to `struct net`.
     pub skc_net: u32,
     /// `net.ns.inum`.
@@ -95,6 +99,7 @@ impl KernelOffsets {
             skc_daddr: NO_OFFSET,
             skc_v6_rcv_saddr: NO_OFFSET,
             skc_v6_daddr: NO_OFFSET,
+            inet_sport: NO_OFFSET,
             skc_net: NO_OFFSET,
             net_ns_inum: NO_OFFSET,
             sk_protocol: NO_OFFSET,
@@ -205,6 +210,6 @@ mod pod {
 
 const _: () = {
     assert!(core::mem::size_of::<Filter>() == 48);
-    assert!(core::mem::size_of::<KernelOffsets>() == 22 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
     assert!(core::mem::size_of::<TpLayout>() == 36);
 };

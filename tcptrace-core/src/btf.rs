@@ -106,7 +106,8 @@ impl Btf {
         if version != 1 {
             return Err(BtfError::Version(version));
         }
-        let hdr = |i: usize| rd_u32(bytes, 4 + 4 * i, big_endian).ok_or(BtfError::Truncated("header"));
+        let hdr =
+            |i: usize| rd_u32(bytes, 4 + 4 * i, big_endian).ok_or(BtfError::Truncated("header"));
         let (hdr_len, type_off, type_len, str_off, str_len) =
             (hdr(0)?, hdr(1)?, hdr(2)?, hdr(3)?, hdr(4)?);
         let section = |off: u32, len: u32, what| {
@@ -155,8 +156,8 @@ impl Btf {
             let vlen = t.vlen();
             let extra_len = match t.kind() {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST
-                | KIND_RESTRICT | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
                 KIND_ARRAY => 12,
                 KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
                 KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
@@ -315,7 +316,11 @@ impl Btf {
                 let at = t.extra + 8 * i;
                 let n = self.name(self.u32_at(at)?).to_string();
                 let raw = self.u32_at(at + 4)?;
-                let v = if signed { raw as i32 as i64 } else { raw as i64 };
+                let v = if signed {
+                    raw as i32 as i64
+                } else {
+                    raw as i64
+                };
                 out.push((n, v));
             } else {
                 let at = t.extra + 12 * i;
@@ -483,9 +488,18 @@ mod tests {
             KIND_STRUCT,
             "sock",
             64,
-            &[("__sk_common", const_common, 0, 0), ("sk_protocol", u16t, 388, 0)],
+            &[
+                ("__sk_common", const_common, 0, 0),
+                ("sk_protocol", u16t, 388, 0),
+            ],
         );
-        b.enumeration("sk_rst_reason", &[("SK_RST_REASON_NOT_SPECIFIED", 0), ("SK_RST_REASON_NO_SOCKET", 1)]);
+        b.enumeration(
+            "sk_rst_reason",
+            &[
+                ("SK_RST_REASON_NOT_SPECIFIED", 0),
+                ("SK_RST_REASON_NO_SOCKET", 1),
+            ],
+        );
         b.build()
     }
 
@@ -549,7 +563,10 @@ mod tests {
         let btf = Btf::parse(&bytes).unwrap();
         let m = btf.member("sock", "__sk_common.skc_family").unwrap();
         assert_eq!((m.byte_offset, m.size), (16, 2));
-        assert_eq!(btf.member("sock_common", "skc_state").unwrap().byte_offset, 18);
+        assert_eq!(
+            btf.member("sock_common", "skc_state").unwrap().byte_offset,
+            18
+        );
         assert!(btf.member("net", "ns.inum").is_some());
         assert_eq!(btf.member("sk_buff", "cb").unwrap().size, 48);
         assert!(btf.member("tcp_skb_cb", "tcp_flags").is_some());

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tcptrace_common::{
-    AF_INET, AF_INET6, RECORD_SIZE, REASON_NONE, STATE_UNKNOWN, hdr_flags, kind, retrans_flags,
+    AF_INET, AF_INET6, REASON_NONE, RECORD_SIZE, STATE_UNKNOWN, hdr_flags, kind, retrans_flags,
 };
 
 use crate::{
@@ -62,7 +62,7 @@ fn addr(family: Family, raw: [u8; 16]) -> IpAddr {
 }
 
 fn state(raw: u8) -> Option<TcpState> {
-    (raw != STATE_UNKNOWN).then_some(TcpState(raw))
+    (raw != STATE_UNKNOWN && raw != 0).then_some(TcpState(raw))
 }
 
 /// Decodes one record.
@@ -154,8 +154,7 @@ mod tests {
     fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a `#[repr(C)]` integer-only record with explicit padding,
         // so every byte is initialised.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     fn hdr(kind: u8) -> Header {

@@ -55,6 +55,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LayoutError> {
         skc_daddr: skc("skc_daddr")?,
         skc_v6_rcv_saddr: skc("skc_v6_rcv_saddr")?,
         skc_v6_daddr: skc("skc_v6_daddr")?,
+        inet_sport: optional(btf, "inet_sock", "inet_sport"),
         skc_net: skc("skc_net.net")?,
         net_ns_inum: required(btf, "net", "ns.inum")?.byte_offset,
         sk_protocol: protocol,
@@ -136,7 +137,14 @@ mod tests {
         assert_eq!(o.skc_family, 16);
         assert_eq!(o.skc_state, 18);
         assert_eq!((o.sk_protocol_shift, o.sk_protocol_bits), (0, 16));
-        for v in [o.skb_cb, o.tcp_skb_cb_flags, o.skb_head, o.skb_dev, o.dev_nd_net, o.sk_err] {
+        for v in [
+            o.skb_cb,
+            o.tcp_skb_cb_flags,
+            o.skb_head,
+            o.skb_dev,
+            o.dev_nd_net,
+            o.sk_err,
+        ] {
             assert_ne!(v, NO_OFFSET);
         }
         let reasons = rst_reason_names(&btf);

@@ -154,7 +154,10 @@ print fmt: \"skbaddr=%p\", REC->skbaddr\n";
         assert!(state.signed);
         assert_eq!(f.field("reason").unwrap().type_decl, "enum sk_rst_reason");
         let saddr = f.field("saddr").unwrap();
-        assert_eq!((saddr.offset, saddr.size, saddr.array_len), (32, 28, Some(28)));
+        assert_eq!(
+            (saddr.offset, saddr.size, saddr.array_len),
+            (32, 28, Some(28))
+        );
         let daddr = f.field("daddr").unwrap();
         assert!(daddr.is_array);
         assert_eq!((daddr.offset, daddr.size, daddr.array_len), (60, 28, None));

@@ -161,7 +161,9 @@ pub fn tcptrace_tp_send_reset(ctx: TracePointContext) -> i32 {
     } else {
         let skb = field::<u64>(&ctx, l.skbaddr).unwrap_or(0);
         let mut from_skb = Header::default();
-        if sock::fill_from_incoming_skb(&mut from_skb, skb) && from_skb.flags & hdr_flags::NETNS != 0 {
+        if sock::fill_from_incoming_skb(&mut from_skb, skb)
+            && from_skb.flags & hdr_flags::NETNS != 0
+        {
             rec.hdr.netns = from_skb.netns;
             rec.hdr.flags |= hdr_flags::NETNS;
         }

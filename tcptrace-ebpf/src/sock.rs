@@ -29,7 +29,11 @@ pub fn protocol(sk: u64) -> Option<u16> {
     let word: u32 = read(sk, get!(OFFSETS.sk_protocol))?;
     let bits = get!(OFFSETS.sk_protocol_bits) & 31;
     let shift = get!(OFFSETS.sk_protocol_shift) & 31;
-    let mask = if bits == 0 { 0xffff } else { (1u32 << bits) - 1 };
+    let mask = if bits == 0 {
+        0xffff
+    } else {
+        (1u32 << bits) - 1
+    };
     Some(((word >> shift) & mask) as u16)
 }
 
@@ -37,6 +41,22 @@ pub fn protocol(sk: u64) -> Option<u16> {
 #[inline(always)]
 pub fn state(sk: u64) -> Option<u8> {
     read(sk, get!(OFFSETS.skc_state))
+}
+
+/// `TCP_TIME_WAIT` and `TCP_NEW_SYN_RECV`: mini sockets without an `inet_sock`.
+const TIME_WAIT: u8 = 6;
+const NEW_SYN_RECV: u8 = 12;
+
+/// Local port in host order: `inet_sport` for full sockets, `skc_num` for mini sockets.
+#[inline(always)]
+fn local_port(sk: u64) -> u16 {
+    let mini = matches!(state(sk), Some(TIME_WAIT | NEW_SYN_RECV));
+    let sport = get!(OFFSETS.inet_sport);
+    if !mini && sport != NO_OFFSET {
+        u16::from_be(read::<u16>(sk, sport).unwrap_or(0))
+    } else {
+        read::<u16>(sk, get!(OFFSETS.skc_num)).unwrap_or(0)
+    }
 }
 
 /// Fills family, ports, addresses and namespace of `hdr` from a socket. Returns false when the
@@ -47,7 +67,7 @@ pub fn fill_from_sock(hdr: &mut Header, sk: u64) -> bool {
         return false;
     };
     hdr.family = family as u8;
-    hdr.lport = read::<u16>(sk, get!(OFFSETS.skc_num)).unwrap_or(0);
+    hdr.lport = local_port(sk);
     hdr.rport = u16::from_be(read::<u16>(sk, get!(OFFSETS.skc_dport)).unwrap_or(0));
     if hdr.family == AF_INET {
         let l: [u8; 4] = read(sk, get!(OFFSETS.skc_rcv_saddr)).unwrap_or([0; 4]);

@@ -54,7 +54,10 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         .iter()
         .map(|(tp, how)| format!("{tp}/{}", how.name()))
         .collect();
-    eprintln!("tcptrace: attached {}; tracing (Ctrl-C to stop)", hooks.join(" "));
+    eprintln!(
+        "tcptrace: attached {}; tracing (Ctrl-C to stop)",
+        hooks.join(" ")
+    );
     let ctx = RenderCtx {
         clock: wall_clock(),
         reset_reasons: tracer.reset_reasons.iter().cloned().collect(),
@@ -62,7 +65,11 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     let mut sink: Box<dyn Sink> = match cfg.format {
         Format::Json => Box::new(JsonSink::new(Out::stdout(), ctx)),
         Format::Text => {
-            let width = if cfg.filter.family == tcptrace_common::AF_INET { 15 } else { 39 };
+            let width = if cfg.filter.family == tcptrace_common::AF_INET {
+                15
+            } else {
+                39
+            };
             Box::new(TextSink::new(Out::stdout(), ctx, width, cfg.header))
         }
     };
@@ -79,7 +86,11 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let result = Config::from_args(args).and_then(run);

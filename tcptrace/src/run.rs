@@ -5,7 +5,7 @@ use std::{io, time::Duration};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::{
-    io::unix::AsyncFd,
+    io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
     time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
@@ -67,9 +67,7 @@ fn report_lost(
     if total > stats.lost {
         let delta = total - stats.lost;
         stats.lost = total;
-        eprintln!(
-            "tcptrace: lost {delta} events (ring buffer full; a larger --ring-buffer helps)"
-        );
+        eprintln!("tcptrace: lost {delta} events (ring buffer full; a larger --ring-buffer helps)");
         sink.lost(crate::monotonic_ns(), delta)?;
         sink.flush()?;
     }
@@ -89,7 +87,10 @@ pub async fn run(
     let deadline = duration.map(|d| Instant::now() + d);
     let mut lost_tick = interval(Duration::from_secs(1));
     lost_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut ring = AsyncFd::new(tracer.events)?;
+    // SAFETY: the ring buffer owns its map fd (`MapData` holds an `OwnedFd`), which stays open
+    // and unchanged for as long as the `RingBuf` lives inside the `AsyncFd`.
+    let mut ring = unsafe { AsyncFd::register_with_interest(tracer.events, Interest::READABLE) }
+        .map_err(io::Error::from)?;
 
     let result: io::Result<()> = loop {
         tokio::select! {

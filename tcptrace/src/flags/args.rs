@@ -45,11 +45,21 @@ pub struct Args {
     pub pid: Option<u32>,
 
     /// Only these local ports (comma-separated, at most 8).
-    #[arg(short = 'L', long = "lport", value_name = "PORTS", value_delimiter = ',')]
+    #[arg(
+        short = 'L',
+        long = "lport",
+        value_name = "PORTS",
+        value_delimiter = ','
+    )]
     pub lports: Vec<u16>,
 
     /// Only these remote ports (comma-separated, at most 8).
-    #[arg(short = 'D', long = "rport", value_name = "PORTS", value_delimiter = ',')]
+    #[arg(
+        short = 'D',
+        long = "rport",
+        value_name = "PORTS",
+        value_delimiter = ','
+    )]
     pub rports: Vec<u16>,
 
     /// Only IPv4 sockets.

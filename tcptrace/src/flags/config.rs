@@ -68,7 +68,9 @@ impl Config {
             bail!("--tracepoints btf needs kernel BTF, but --btf none was given");
         }
         if btf.is_none() && filter.netns != 0 {
-            bail!("--netns needs kernel BTF to read a socket's namespace, but --btf none was given");
+            bail!(
+                "--netns needs kernel BTF to read a socket's namespace, but --btf none was given"
+            );
         }
         Ok(Self {
             format: match args.format {
@@ -123,8 +125,7 @@ fn netns_inode(text: &str) -> anyhow::Result<u32> {
         }
         return Ok(n);
     }
-    let meta = std::fs::metadata(text)
-        .with_context(|| format!("--netns: cannot open {text}"))?;
+    let meta = std::fs::metadata(text).with_context(|| format!("--netns: cannot open {text}"))?;
     u32::try_from(meta.ino()).with_context(|| format!("--netns: inode of {text} out of range"))
 }
 
@@ -165,7 +166,10 @@ mod tests {
         assert!(parse(&["--duration", "nan"]).is_err());
         assert!(parse(&["-4", "-6"]).is_err());
         assert!(parse(&["--netns", "/nonexistent/ns"]).is_err());
-        assert_eq!(parse(&["--netns", "4026531840"]).unwrap().filter.netns, 4026531840);
+        assert_eq!(
+            parse(&["--netns", "4026531840"]).unwrap().filter.netns,
+            4026531840
+        );
         assert!(parse(&["--btf", "none", "--tracepoints", "btf"]).is_err());
     }
 }

@@ -88,9 +88,10 @@ fn kernel_info(cfg: &Config, warnings: &mut Vec<String>) -> anyhow::Result<Kerne
             .as_deref()
             .and_then(|r| tracefs::format(r, hook.category, hook.tracepoint));
         let parsed = match text {
-            Some(t) => Some(tp_format::parse(&t).map_err(|e| {
-                anyhow!("format of {}:{}: {e}", hook.category, hook.tracepoint)
-            })?),
+            Some(t) => Some(
+                tp_format::parse(&t)
+                    .map_err(|e| anyhow!("format of {}:{}: {e}", hook.category, hook.tracepoint))?,
+            ),
             None => None,
         };
         info.layouts.push(parsed.as_ref().map(layout::tp_layout));
@@ -129,7 +130,14 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
 
     let mut attached = Vec::new();
     for (hook, layout) in HOOKS.iter().zip(&info.layouts) {
-        match attach(&mut ebpf, hook, layout.is_some(), &info, cfg.tracepoints, &mut warnings) {
+        match attach(
+            &mut ebpf,
+            hook,
+            layout.is_some(),
+            &info,
+            cfg.tracepoints,
+            &mut warnings,
+        ) {
             Ok(how) => attached.push((hook.tracepoint, how)),
             Err(e) if hook.required => return Err(e),
             Err(e) => warnings.push(format!("{e}; {} will not be reported", hook.provides)),

@@ -18,10 +18,6 @@ impl<W: Write> JsonSink<W> {
     pub fn new(out: Out<W>, ctx: RenderCtx) -> Self {
         Self { out, ctx }
     }
-
-    pub fn into_out(self) -> Out<W> {
-        self.out
-    }
 }
 
 /// Appends `s` as a JSON string (lossy UTF-8, control characters escaped).
@@ -283,7 +279,10 @@ mod tests {
             None,
             &ctx,
         );
-        assert_eq!((v["type"].as_str(), v["direction"].as_str()), (Some("reset"), Some("sent")));
+        assert_eq!(
+            (v["type"].as_str(), v["direction"].as_str()),
+            (Some("reset"), Some("sent"))
+        );
         assert_eq!(v["reason"], "NO_SOCKET");
         assert!(v["state"].is_null());
         let v = json(
@@ -305,8 +304,15 @@ mod tests {
             None,
             &ctx,
         );
-        assert_eq!((v["type"].as_str(), v["kind"].as_str()), (Some("retransmit"), Some("fin")));
-        let v = json(&ev(EventKind::SynAckRetransmit { listener: 0x10 }), None, &ctx);
+        assert_eq!(
+            (v["type"].as_str(), v["kind"].as_str()),
+            (Some("retransmit"), Some("fin"))
+        );
+        let v = json(
+            &ev(EventKind::SynAckRetransmit { listener: 0x10 }),
+            None,
+            &ctx,
+        );
         assert_eq!(v["kind"], "synack");
         assert_eq!(v["listener"], "0x10");
     }

@@ -44,8 +44,4 @@ impl<W: Write> Out<W> {
         }
         self.inner.flush()
     }
-
-    pub fn into_inner(self) -> W {
-        self.inner
-    }
 }

@@ -1,0 +1,175 @@
+//! `cargo xtask setup`: installs, idempotently, everything a fresh Debian machine needs to build
+//! and test tcptrace, announcing each step and skipping what is already there.
+use std::{path::Path, process::Command};
+
+use anyhow::{Context as _, anyhow, bail};
+
+use crate::exec;
+
+/// The LLVM major version of a `rustc -vV` output (`LLVM version: 22.1.4` → 22).
+pub fn llvm_major(rustc_vv: &str) -> Option<u32> {
+    rustc_vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version:"))
+        .and_then(|v| v.trim().split('.').next())
+        .and_then(|m| m.parse().ok())
+}
+
+fn is_root() -> bool {
+    exec::output("id", &["-u"]).is_some_and(|s| s.trim() == "0")
+}
+
+fn step(msg: &str) {
+    eprintln!("==> {msg}");
+}
+
+/// Debian packages needed, given the LLVM major: (package, file whose presence means installed).
+fn packages(major: u32) -> Vec<(String, String)> {
+    vec![
+        (
+            format!("llvm-{major}-dev"),
+            format!("/usr/lib/llvm-{major}/bin/llvm-config"),
+        ),
+        ("libbpf-tools".into(), "/usr/sbin/tcpstates".into()),
+        ("iptables".into(), "/usr/sbin/iptables".into()),
+        ("iproute2".into(), "/usr/sbin/ip".into()),
+        ("netcat-openbsd".into(), "/usr/bin/nc.openbsd".into()),
+        ("socat".into(), "/usr/bin/socat".into()),
+    ]
+}
+
+fn apt_install(missing: &[String]) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!(
+            "packages {} are missing and installing them needs root (run as root or install them)",
+            missing.join(" ")
+        );
+    }
+    step("apt-get update");
+    exec::logged(
+        "apt-get update",
+        "apt-update",
+        Command::new("apt-get")
+            .args(["update"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    step(&format!("apt-get install {}", missing.join(" ")));
+    exec::logged(
+        "apt-get install",
+        "apt-install",
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn bpf_linker_ok() -> bool {
+    exec::output("bpf-linker", &["--version"]).is_some()
+}
+
+fn mount_tracefs() -> anyhow::Result<()> {
+    if Path::new("/sys/kernel/tracing/events").is_dir() {
+        return Ok(());
+    }
+    step("mount tracefs at /sys/kernel/tracing");
+    if !is_root() {
+        bail!("tracefs is not mounted and mounting it needs root");
+    }
+    let ok = exec::inherit(Command::new("mount").args([
+        "-t",
+        "tracefs",
+        "tracefs",
+        "/sys/kernel/tracing",
+    ]))?;
+    if !ok {
+        bail!("mount -t tracefs tracefs /sys/kernel/tracing failed");
+    }
+    Ok(())
+}
+
+pub fn run() -> anyhow::Result<std::process::ExitCode> {
+    setup()?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Everything `run` and `test` need before building.
+pub fn setup() -> anyhow::Result<()> {
+    let installed = exec::output("rustup", &["+nightly", "component", "list", "--installed"])
+        .ok_or_else(|| {
+            anyhow!(
+                "rustup with a nightly toolchain is required (rustup toolchain install nightly)"
+            )
+        })?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        step("rustup component add rust-src --toolchain nightly");
+        exec::logged(
+            "rust-src",
+            "rust-src",
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+        )?;
+    }
+    let vv = exec::output("rustc", &["+nightly", "-vV"])
+        .ok_or_else(|| anyhow!("`rustc +nightly -vV` failed"))?;
+    let major = llvm_major(&vv).context("no `LLVM version:` in `rustc +nightly -vV`")?;
+
+    let missing: Vec<String> = packages(major)
+        .into_iter()
+        .filter(|(_, file)| !Path::new(file).exists())
+        .map(|(pkg, _)| pkg)
+        .collect();
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+
+    if !bpf_linker_ok() {
+        let prefix = format!("/usr/lib/llvm-{major}");
+        step(&format!(
+            "cargo install bpf-linker (LLVM {major}; takes a few minutes)"
+        ));
+        exec::logged(
+            "cargo install bpf-linker",
+            "bpf-linker",
+            Command::new("cargo")
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--no-default-features",
+                    "--features",
+                    &format!("llvm-{major}"),
+                ])
+                .env(
+                    "PATH",
+                    format!("{prefix}/bin:{}", exec::path_with_cargo_bin()),
+                )
+                .env("LLVM_PREFIX", &prefix),
+        )?;
+        if !bpf_linker_ok() {
+            bail!("bpf-linker was installed but `bpf-linker --version` still fails");
+        }
+    }
+    mount_tracefs()?;
+    step(&format!("set-up complete (LLVM {major})"));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_llvm_major() {
+        let vv = "rustc 1.97.0-nightly (abc 2026-10-01)\nbinary: rustc\nhost: x86_64-unknown-linux-gnu\nrelease: 1.97.0-nightly\nLLVM version: 22.1.4\n";
+        assert_eq!(llvm_major(vv), Some(22));
+        assert_eq!(llvm_major("LLVM version: 19\n"), Some(19));
+        assert_eq!(llvm_major("rustc 1.0\n"), None);
+        assert_eq!(llvm_major("LLVM version: x.1\n"), None);
+    }
+
+    #[test]
+    fn package_list_follows_llvm_major() {
+        let p = packages(23);
+        assert_eq!(p[0].0, "llvm-23-dev");
+        assert_eq!(p[0].1, "/usr/lib/llvm-23/bin/llvm-config");
+    }
+}

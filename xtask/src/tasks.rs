@@ -1,0 +1,68 @@
+//! `cargo xtask run` and `cargo xtask test`: set up, then build and run or lint and test.
+use std::process::{Command, ExitCode};
+
+use anyhow::bail;
+
+use crate::{exec, setup};
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(exec::repo_root());
+    c
+}
+
+/// Builds the release binary and runs it with `args`, passing its exit status through.
+pub fn run(args: &[String]) -> anyhow::Result<ExitCode> {
+    setup::setup()?;
+    eprintln!("==> cargo build --release -p tcptrace");
+    if !exec::inherit(cargo().args(["build", "--release", "-p", "tcptrace"]))? {
+        bail!("building tcptrace failed");
+    }
+    let bin = exec::repo_root().join("target/release/tcptrace");
+    let status = Command::new(&bin).args(args).status()?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
+}
+
+/// fmt, clippy and the whole test suite; every stage runs, the summary says which failed.
+pub fn test(skip_lint: bool, extra: &[String]) -> anyhow::Result<ExitCode> {
+    setup::setup()?;
+    let mut stages: Vec<(&str, Command)> = Vec::new();
+    if !skip_lint {
+        let mut fmt = cargo();
+        fmt.args(["fmt", "--all", "--", "--check"]);
+        stages.push(("cargo fmt --check", fmt));
+        let mut clippy = cargo();
+        clippy.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        stages.push(("cargo clippy -D warnings", clippy));
+    }
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--no-fail-fast"]);
+    if !extra.is_empty() {
+        test.arg("--").args(extra);
+    }
+    stages.push(("cargo test --workspace", test));
+
+    let mut failed = Vec::new();
+    for (name, mut cmd) in stages {
+        eprintln!("==> {name}");
+        if !exec::inherit(&mut cmd)? {
+            failed.push(name);
+        }
+    }
+    if failed.is_empty() {
+        eprintln!("==> all stages passed");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("==> FAILED: {}", failed.join(", "));
+        Ok(ExitCode::FAILURE)
+    }
+}
