@@ -1,0 +1,111 @@
+//! The command line's failure modes: bad input is one clear line and a non-zero exit, never a
+//! panic; a closed output pipe ends the program quietly with status 0.
+mod harness;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use harness::{NetPair, privileged};
+
+fn tcptrace(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tcptrace"))
+        .args(args)
+        .output()
+        .expect("run tcptrace")
+}
+
+#[test]
+fn bad_values_are_one_line_errors() {
+    for args in [
+        &["--events", "--ring-buffer", "3M"][..],
+        &["--events", "-L", "0"],
+        &["--events", "--duration=-1"],
+        &["--events", "-p", "0"],
+        &["--events", "--netns", "/nonexistent"],
+        &["--events", "--btf", "none", "--tracepoints", "btf"],
+    ] {
+        let out = tcptrace(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("tcptrace: "), "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn unknown_flags_are_usage_errors() {
+    let out = tcptrace(&["--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(tcptrace(&["--help"]).status.success());
+}
+
+#[test]
+fn missing_btf_file_is_reported() {
+    let out = tcptrace(&[
+        "--events",
+        "--tracepoints",
+        "btf",
+        "--btf",
+        "/nonexistent/btf",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/nonexistent/btf"), "{err}");
+}
+
+#[test]
+fn closed_pipe_is_success() {
+    if !privileged() {
+        return;
+    }
+    let net = NetPair::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
+        .args(["--events", "--format", "json", "-D", "20601"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("tcptrace: attached"), "{line}");
+    let out = child.stdout.take().unwrap();
+    let mut out = BufReader::new(out);
+    let connect = || {
+        let mut c = NetPair::spawn(
+            &net.cli,
+            &["nc", "-z", "-w", "1", &net.srv4, "20601"],
+            Stdio::null(),
+        );
+        c.wait_timeout(Duration::from_secs(5));
+    };
+    connect();
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.starts_with("{\"type\":"), "{first}");
+    drop(out);
+    // More events must now hit the closed pipe.
+    for _ in 0..3 {
+        connect();
+    }
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let status = status.expect("tcptrace kept running after its stdout closed");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    assert!(status.success(), "exit {status}: {rest}");
+    assert!(!rest.contains("Broken pipe"), "{rest}");
+}

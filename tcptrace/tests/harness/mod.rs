@@ -1,0 +1,314 @@
+//! Test harness for privileged tests: a pair of network namespaces joined by a veth pair (the
+//! article's node2/node3), a running tcptrace whose JSON output is collected, and the rule that
+//! with `CI` set a missing privilege fails the test instead of skipping it.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead as _, BufReader},
+    os::unix::fs::MetadataExt as _,
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// True when privileged tests can run; panics under CI when they cannot.
+pub fn privileged() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let ip = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if root && ip {
+        return true;
+    }
+    let why = if root {
+        "`ip netns` unusable"
+    } else {
+        "not root"
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!("privileged test cannot run under CI: {why}");
+    }
+    eprintln!("skipping privileged test: {why}");
+    false
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Two namespaces, `srv` (x.x.x.1) and `cli` (x.x.x.2), joined by a veth pair; deleted on drop.
+pub struct NetPair {
+    pub srv: String,
+    pub cli: String,
+    pub srv4: String,
+    pub cli4: String,
+    pub srv6: String,
+    pub cli6: String,
+}
+
+impl NetPair {
+    pub fn new() -> Self {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id() % 100_000;
+        let tag = format!("{pid}-{n}");
+        let net = Self {
+            srv: format!("tt-{tag}-srv"),
+            cli: format!("tt-{tag}-cli"),
+            srv4: format!("10.231.{}.1", n % 250),
+            cli4: format!("10.231.{}.2", n % 250),
+            srv6: format!("fd00:231:{n:x}::1"),
+            cli6: format!("fd00:231:{n:x}::2"),
+        };
+        let (vs, vc) = (format!("tts{pid}x{n}"), format!("ttc{pid}x{n}"));
+        run(&["ip", "netns", "add", &net.srv]);
+        run(&["ip", "netns", "add", &net.cli]);
+        run(&[
+            "ip", "link", "add", &vs, "type", "veth", "peer", "name", &vc,
+        ]);
+        run(&["ip", "link", "set", &vs, "netns", &net.srv]);
+        run(&["ip", "link", "set", &vc, "netns", &net.cli]);
+        for (ns, dev, a4, a6) in [
+            (&net.srv, &vs, &net.srv4, &net.srv6),
+            (&net.cli, &vc, &net.cli4, &net.cli6),
+        ] {
+            let ip = |args: &[&str]| {
+                let mut v = vec!["ip", "-n", ns.as_str()];
+                v.extend_from_slice(args);
+                run(&v);
+            };
+            ip(&["addr", "add", &format!("{a4}/24"), "dev", dev]);
+            ip(&["addr", "add", &format!("{a6}/64"), "dev", dev, "nodad"]);
+            ip(&["link", "set", dev, "up"]);
+            ip(&["link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    /// Inode of a namespace, as tcptrace reports it in `netns`.
+    pub fn inode(ns: &str) -> u64 {
+        std::fs::metadata(format!("/run/netns/{ns}"))
+            .expect("netns file")
+            .ino()
+    }
+
+    /// Runs a command inside `ns` and waits for it.
+    pub fn exec(ns: &str, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "netns", "exec", ns];
+        v.extend_from_slice(args);
+        run(&v)
+    }
+
+    /// Starts a command inside `ns` (`ip netns exec` execs it, so the child pid is its pid).
+    pub fn spawn(ns: &str, args: &[&str], stdin: Stdio) -> Guard {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        Guard(child)
+    }
+
+    pub fn sysctl(ns: &str, key: &str, value: &str) {
+        Self::exec(ns, &["sysctl", "-q", "-w", &format!("{key}={value}")]);
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        for ns in [&self.srv, &self.cli] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Guard(pub Child);
+
+impl Guard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns whether it did.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running tcptrace with its JSON output collected line by line.
+pub struct Tracer {
+    child: Option<Child>,
+    lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Tracer {
+    /// Starts `tcptrace --events --format json ARGS` and waits until it has attached.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
+            .args(["--events", "--format", "json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcptrace");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = lines.clone();
+        thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let text = stderr.clone();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if l.starts_with("tcptrace: attached") {
+                    let _ = tx.send(());
+                }
+                let mut t = text.lock().unwrap();
+                t.push_str(&l);
+                t.push('\n');
+            }
+        });
+        let mut tracer = Self {
+            child: Some(child),
+            lines,
+            stderr,
+        };
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let status = tracer.child.as_mut().and_then(|c| c.try_wait().ok());
+            panic!(
+                "tcptrace did not attach (status {status:?}): {}",
+                tracer.stderr.lock().unwrap()
+            );
+        }
+        tracer
+    }
+
+    /// Events parsed so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+            .collect()
+    }
+
+    /// Polls until `pred` holds for the events so far, or `timeout` passes.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if pred(&self.events()) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGINT, wait for a clean exit, and return all events and stderr.
+    pub fn stop(mut self) -> (Vec<Value>, String) {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                panic!("tcptrace did not exit after SIGINT");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        thread::sleep(Duration::from_millis(100));
+        let stderr = self.stderr.lock().unwrap().clone();
+        assert!(status.success(), "tcptrace exited with {status}: {stderr}");
+        assert!(stderr.contains("events:"), "no summary on stderr: {stderr}");
+        (self.events(), stderr)
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Events touching `port` on either side.
+pub fn on_port(events: &[Value], port: u64) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["lport"] == port || e["rport"] == port)
+        .cloned()
+        .collect()
+}
+
+/// `(old, new)` transitions of socket `sk`, in order.
+pub fn transitions(events: &[Value], sk: &str) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "state" && e["sk"] == sk)
+        .map(|e| {
+            (
+                e["old"].as_str().unwrap_or_default().to_string(),
+                e["new"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn pair(a: &str, b: &str) -> (String, String) {
+    (a.to_string(), b.to_string())
+}
