@@ -10,7 +10,7 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn find<'a>(events: &'a [Value], pred: impl Fn(&Value) -> bool) -> Option<&'a Value> {
+fn find(events: &[Value], pred: impl Fn(&Value) -> bool) -> Option<&Value> {
     events.iter().find(|e| pred(e))
 }
 
@@ -250,7 +250,7 @@ fn data_retransmit_in_established() {
     let _server = NetPair::spawn(&net.srv, &["nc", "-l", &p], Stdio::null());
     std::thread::sleep(Duration::from_millis(300));
     // Connect, wait for the drop rule, then send.
-    let script = format!("sleep 1; echo data; sleep 20");
+    let script = "sleep 1; echo data; sleep 20";
     let _client = NetPair::spawn(
         &net.cli,
         &[
