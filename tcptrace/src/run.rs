@@ -99,10 +99,18 @@ pub async fn run(
                 if let Err(e) = drain(guard.get_inner_mut(), &mut clock, &mut stats, sink) {
                     break Err(e);
                 }
+                // The kernel only wakes a consumer that has caught up, and a wakeup landing
+                // between the drain above and `clear_ready` is lost; draining once more after
+                // clearing closes that window, so the reader can never stall behind a record.
                 guard.clear_ready();
+                if let Err(e) = drain(ring.get_mut(), &mut clock, &mut stats, sink) {
+                    break Err(e);
+                }
             }
             _ = lost_tick.tick() => {
-                if let Err(e) = report_lost(&tracer.lost, &mut stats, sink) {
+                let r = drain(ring.get_mut(), &mut clock, &mut stats, sink)
+                    .and_then(|()| report_lost(&tracer.lost, &mut stats, sink));
+                if let Err(e) = r {
                     break Err(e);
                 }
             }

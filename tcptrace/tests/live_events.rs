@@ -250,7 +250,7 @@ fn data_retransmit_in_established() {
     let _server = NetPair::spawn(&net.srv, &["nc", "-l", &p], Stdio::null());
     std::thread::sleep(Duration::from_millis(300));
     // Connect, wait for the drop rule, then send.
-    let script = "sleep 1; echo data; sleep 20";
+    let script = "sleep 2; echo data; sleep 20";
     let _client = NetPair::spawn(
         &net.cli,
         &[
@@ -272,9 +272,15 @@ fn data_retransmit_in_established() {
         "no data retransmit"
     );
     let (events, _) = tracer.stop();
-    let r = find(&events, |e| e["type"] == "retransmit").unwrap();
-    assert_eq!(r["kind"], "data");
-    assert_eq!(r["state"], "ESTABLISHED");
+    let all: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "retransmit")
+        .collect();
+    let r = find(&events, |e| {
+        e["type"] == "retransmit" && e["kind"] == "data"
+    })
+    .unwrap_or_else(|| panic!("no data retransmit among {all:?}"));
+    assert_eq!(r["state"], "ESTABLISHED", "{all:?}");
     assert_eq!(r["rport"], u64::from(port));
     assert_eq!(r["netns"], NetPair::inode(&net.cli));
 }

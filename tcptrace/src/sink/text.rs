@@ -49,8 +49,9 @@ fn time_of_day(buf: &mut Vec<u8>, ctx: &RenderCtx, ts_ns: u64) {
     buf.extend_from_slice(full.get(11..26).unwrap_or(&full));
 }
 
-fn state_or_unknown(s: Option<tcptrace_core::tcp::TcpState>) -> &'static str {
-    s.map_or("?", |s| s.name())
+/// ` in STATE`, or nothing when the kernel gave no state.
+fn in_state(s: Option<tcptrace_core::tcp::TcpState>) -> String {
+    s.map_or_else(String::new, |s| format!(" in {s}"))
 }
 
 /// Renders the EVENT column.
@@ -60,19 +61,16 @@ pub fn describe(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<
             Some(ns) => write!(buf, "{old} -> {new} ({:.3} ms in {old})", ns as f64 / 1e6),
             None => write!(buf, "{old} -> {new}"),
         },
-        EventKind::Retransmit { state, kind, .. } => write!(
-            buf,
-            "RETRANSMIT {} in {}",
-            kind.name(),
-            state_or_unknown(state)
-        ),
+        EventKind::Retransmit { state, kind, .. } => {
+            write!(buf, "RETRANSMIT {}{}", kind.name(), in_state(state))
+        }
         EventKind::RetransmitFailed {
             state, kind, errno, ..
         } => write!(
             buf,
-            "RETRANSMIT-FAILED {} in {}: {}",
+            "RETRANSMIT-FAILED {}{}: {}",
             kind.name(),
-            state_or_unknown(state),
+            in_state(state),
             errno_name(errno).unwrap_or("?")
         ),
         EventKind::SynAckRetransmit { .. } => write!(buf, "RETRANSMIT synack in NEW_SYN_RECV"),
@@ -81,12 +79,7 @@ pub fn describe(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<
             state,
             reason,
         } => {
-            let _ = write!(
-                buf,
-                "RESET {} in {}",
-                direction.name(),
-                state_or_unknown(state)
-            );
+            let _ = write!(buf, "RESET {}{}", direction.name(), in_state(state));
             match reason {
                 Some(code) => match ctx.reason_name(code) {
                     Some(n) => write!(buf, " ({n})"),
@@ -97,9 +90,9 @@ pub fn describe(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<
         }
         EventKind::Error { errno, state } => write!(
             buf,
-            "ERROR {} in {}",
+            "ERROR {}{}",
             errno_name(errno).unwrap_or("?"),
-            state_or_unknown(state)
+            in_state(state)
         ),
     };
 }
@@ -113,7 +106,7 @@ impl<W: Write> Sink for TextSink<W> {
         let netns = ev.netns.map_or_else(|| "-".to_string(), |n| n.to_string());
         let _ = write!(
             buf,
-            "  {:<18} {:<7} {:<15} {:<10} {:<w$} {:<5} {:<w$} {:<5} ",
+            " {:<18} {:<7} {:<15} {:<10} {:<w$} {:<5} {:<w$} {:<5} ",
             format!("{:#x}", ev.sk),
             ev.pid,
             ev.comm.to_string_lossy(),
