@@ -247,28 +247,32 @@ fn data_retransmit_in_established() {
     let port = 20401u16;
     let p = port.to_string();
     let tracer = Tracer::start(&["-D", &p]);
-    let _server = NetPair::spawn(&net.srv, &["nc", "-l", &p], Stdio::null());
+    // stdin stays open (piped, held by the guard) so the server never sends its FIN.
+    let _server = NetPair::spawn(&net.srv, &["nc", "-l", &p], Stdio::piped());
     std::thread::sleep(Duration::from_millis(300));
-    // Connect, wait for the drop rule, then send.
-    let script = "sleep 2; echo data; sleep 20";
-    let _client = NetPair::spawn(
-        &net.cli,
-        &[
-            "sh",
-            "-c",
-            &format!("({script}) | exec nc {} {p}", net.srv4),
-        ],
-        Stdio::null(),
-    );
-    assert!(tracer.wait_for(WAIT, |ev| ev.iter().any(|e| e["new"] == "ESTABLISHED")));
+    // Connect, add the drop rule, then send (nc runs directly, so killing it ends the socket).
+    let mut client = NetPair::spawn(&net.cli, &["nc", &net.srv4, &p], Stdio::piped());
+    let cli_ns = NetPair::inode(&net.cli);
+    let mine = |e: &Value| e["netns"] == cli_ns;
+    assert!(tracer.wait_for(WAIT, |ev| {
+        ev.iter().any(|e| mine(e) && e["new"] == "ESTABLISHED")
+    }));
     NetPair::exec(
         &net.srv,
         &[
             "iptables", "-A", "INPUT", "-p", "tcp", "--dport", &p, "-j", "DROP",
         ],
     );
+    {
+        use std::io::Write as _;
+        let stdin = client.0.stdin.as_mut().expect("client stdin");
+        stdin.write_all(b"data\n").expect("write to nc");
+        stdin.flush().unwrap();
+    }
     assert!(
-        tracer.wait_for(WAIT, |ev| ev.iter().any(|e| e["type"] == "retransmit")),
+        tracer.wait_for(WAIT, |ev| ev
+            .iter()
+            .any(|e| mine(e) && e["type"] == "retransmit")),
         "no data retransmit"
     );
     let (events, _) = tracer.stop();
@@ -283,4 +287,74 @@ fn data_retransmit_in_established() {
     assert_eq!(r["state"], "ESTABLISHED", "{all:?}");
     assert_eq!(r["rport"], u64::from(port));
     assert_eq!(r["netns"], NetPair::inode(&net.cli));
+}
+
+#[test]
+fn ring_buffer_overflow_is_counted_and_reported() {
+    if !privileged() {
+        return;
+    }
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let net = NetPair::new();
+    // A tiny ring buffer and a consumer stuck on a full stdout pipe: records must be lost, and
+    // every loss must be reported.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tcptrace"))
+        .args([
+            "--events",
+            "--format",
+            "json",
+            "--ring-buffer",
+            "4K",
+            "-D",
+            "20701",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("tcptrace: attached"), "{line}");
+    let script = format!("for i in $(seq 400); do nc -z {} 20701; done", net.srv4);
+    let mut load = NetPair::spawn(&net.cli, &["sh", "-c", &script], Stdio::null());
+    assert!(
+        load.wait_timeout(Duration::from_secs(60)),
+        "load did not finish"
+    );
+    let pid = child.id().to_string();
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).unwrap();
+        s
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    let status = child.wait().unwrap();
+    let stdout = reader.join().unwrap();
+    let mut stderr = String::new();
+    err.read_to_string(&mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let lost: u64 = events
+        .iter()
+        .filter(|e| e["type"] == "lost")
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    let seen = events.iter().filter(|e| e["type"] != "lost").count() as u64;
+    assert!(lost > 0, "nothing lost with a 4K ring; saw {seen} events");
+    assert!(stderr.contains("lost"), "{stderr}");
+    // Each refused connect yields exactly 4 client-side records matching `-D` (CLOSE->SYN_SENT,
+    // reset received, SYN_SENT->CLOSE, error); every one is either delivered or counted.
+    assert_eq!(seen + lost, 1600, "seen {seen} + lost {lost}");
+    assert!(
+        stderr.contains(&format!("{lost} lost")),
+        "summary must agree with the lost records: {stderr}"
+    );
 }
