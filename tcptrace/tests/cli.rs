@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use harness::{NetPair, privileged};
+use harness::{NetPair, privileged, spawn_attached};
 
 fn tcptrace(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tcptrace"))
@@ -65,16 +65,7 @@ fn closed_pipe_is_success() {
         return;
     }
     let net = NetPair::new();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
-        .args(["--events", "--format", "json", "-D", "20601"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(line.starts_with("tcptrace: attached"), "{line}");
+    let (mut child, mut err) = spawn_attached(&["--events", "--format", "json", "-D", "20601"]);
     let out = child.stdout.take().unwrap();
     let mut out = BufReader::new(out);
     let connect = || {

@@ -294,28 +294,19 @@ fn ring_buffer_overflow_is_counted_and_reported() {
     if !privileged() {
         return;
     }
-    use std::io::{BufRead as _, BufReader, Read as _};
+    use std::io::Read as _;
     let net = NetPair::new();
     // A tiny ring buffer and a consumer stuck on a full stdout pipe: records must be lost, and
     // every loss must be reported.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tcptrace"))
-        .args([
-            "--events",
-            "--format",
-            "json",
-            "--ring-buffer",
-            "4K",
-            "-D",
-            "20701",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(line.starts_with("tcptrace: attached"), "{line}");
+    let (mut child, mut err) = harness::spawn_attached(&[
+        "--events",
+        "--format",
+        "json",
+        "--ring-buffer",
+        "4K",
+        "-D",
+        "20701",
+    ]);
     let script = format!("for i in $(seq 400); do nc -z {} 20701; done", net.srv4);
     let mut load = NetPair::spawn(&net.cli, &["sh", "-c", &script], Stdio::null());
     assert!(

@@ -312,3 +312,19 @@ pub fn transitions(events: &[Value], sk: &str) -> Vec<(String, String)> {
 pub fn pair(a: &str, b: &str) -> (String, String) {
     (a.to_string(), b.to_string())
 }
+
+/// Starts `tcptrace ARGS` with raw stdout left unread by the harness, and returns once it has
+/// attached, with its stderr reader positioned after the `attached` line.
+pub fn spawn_attached(args: &[&str]) -> (Child, BufReader<std::process::ChildStderr>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tcptrace");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    err.read_line(&mut line).expect("read stderr");
+    assert!(line.starts_with("tcptrace: attached"), "{line}");
+    (child, err)
+}
