@@ -13,6 +13,8 @@ pub const TP_SYNACK_GLOBAL: &str = "TP_SYNACK";
 pub const TP_SEND_RESET_GLOBAL: &str = "TP_SEND_RESET";
 pub const TP_RECV_RESET_GLOBAL: &str = "TP_RECV_RESET";
 pub const TP_ERROR_GLOBAL: &str = "TP_ERROR";
+/// Name of the [`SnapPlan`] global.
+pub const SNAP_GLOBAL: &str = "SNAP";
 /// Name of the ring buffer map.
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU lost-record counter map (index 0).
@@ -195,8 +197,45 @@ impl Default for TpLayout {
     }
 }
 
+/// Which bytes of a socket to copy into a [`StateSnapRecord`](crate::StateSnapRecord), and on
+/// which transitions. Userspace packs the `tcp_sock` fields it wants (offsets from BTF) into at
+/// most [`SNAP_WINDOWS`](crate::SNAP_WINDOWS) windows of up to
+/// [`SNAP_WINDOW_LEN`](crate::SNAP_WINDOW_LEN) bytes; the programs copy them blindly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapPlan {
+    /// Bit `n` set: snapshot when the new state is `n`. Zero disables snapshots.
+    pub new_states: u32,
+    /// Windows in use.
+    pub n: u32,
+    /// Byte offset of each window from the start of `struct sock`.
+    pub off: [u32; crate::SNAP_WINDOWS],
+    /// Length of each window, at most `SNAP_WINDOW_LEN`.
+    pub len: [u32; crate::SNAP_WINDOWS],
+}
+
+impl SnapPlan {
+    /// No snapshots.
+    pub const fn none() -> Self {
+        Self {
+            new_states: 0,
+            n: 0,
+            off: [0; crate::SNAP_WINDOWS],
+            len: [0; crate::SNAP_WINDOWS],
+        }
+    }
+}
+
+impl Default for SnapPlan {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: as below.
+    unsafe impl aya::Pod for super::SnapPlan {}
     // SAFETY: all of these are `#[repr(C)]`, made only of integers and integer arrays, with every
     // padding byte spelled out as a named field, so any byte pattern is a valid value.
     unsafe impl aya::Pod for super::Filter {}
@@ -212,4 +251,5 @@ const _: () = {
     assert!(core::mem::size_of::<Filter>() == 48);
     assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
     assert!(core::mem::size_of::<TpLayout>() == 36);
+    assert!(core::mem::size_of::<SnapPlan>() == 8 + 8 * crate::SNAP_WINDOWS);
 };

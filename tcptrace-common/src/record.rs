@@ -60,6 +60,12 @@ pub struct Header {
 /// Value of a state byte when the kernel gave none (e.g. classic `inet_sk_error_report`).
 pub const STATE_UNKNOWN: u8 = 0xff;
 
+/// Bits of [`StateRecord::flags`].
+pub mod state_flags {
+    /// The record is a [`StateSnapRecord`](super::StateSnapRecord): socket bytes follow.
+    pub const SNAPSHOT: u8 = 1 << 0;
+}
+
 /// `inet_sock_set_state`: `old` → `new` (kernel `TCP_*` numbers).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,7 +73,24 @@ pub struct StateRecord {
     pub hdr: Header,
     pub old: u8,
     pub new: u8,
-    pub _pad: [u8; 6],
+    pub flags: u8,
+    pub _pad: [u8; 5],
+}
+
+/// Number of socket windows a snapshot copies (see [`SnapPlan`](crate::SnapPlan)).
+pub const SNAP_WINDOWS: usize = 8;
+/// Bytes per snapshot window.
+pub const SNAP_WINDOW_LEN: usize = 32;
+/// Bytes of socket memory a snapshot carries.
+pub const SNAP_BYTES: usize = SNAP_WINDOWS * SNAP_WINDOW_LEN;
+
+/// A state change with raw bytes of the socket copied at the moment of the change: window `i`
+/// of the plan lands at `snap[i * SNAP_WINDOW_LEN..]`. Userspace knows which fields those are.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateSnapRecord {
+    pub state: StateRecord,
+    pub snap: [u8; SNAP_BYTES],
 }
 
 /// Bits of [`RetransmitRecord::flags`].
@@ -134,4 +157,5 @@ const _: () = {
     assert!(core::mem::size_of::<SynAckRecord>() == RECORD_SIZE);
     assert!(core::mem::size_of::<ResetRecord>() == RECORD_SIZE);
     assert!(core::mem::size_of::<ErrorRecord>() == RECORD_SIZE);
+    assert!(core::mem::size_of::<StateSnapRecord>() == RECORD_SIZE + SNAP_BYTES);
 };

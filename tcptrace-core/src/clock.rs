@@ -36,6 +36,43 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Days since 1970-01-01 of a civil date (the inverse of `civil_from_days`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses what [`write_rfc3339_us`] writes (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`) to Unix ns.
+pub fn parse_rfc3339(s: &str) -> Option<i128> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let rest = s.get(19..)?.strip_suffix('Z')?;
+    let frac_ns = match rest.strip_prefix('.') {
+        Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|c| c.is_ascii_digit()) => {
+            f.parse::<i128>().ok()? * 10i128.pow(9 - f.len() as u32)
+        }
+        Some(_) => return None,
+        None if rest.is_empty() => 0,
+        None => return None,
+    };
+    let days = days_from_civil(i64::from(y), mo, d);
+    let secs = days * 86_400 + i64::from(h * 3600 + mi * 60 + sec);
+    Some(i128::from(secs) * 1_000_000_000 + frac_ns)
+}
+
 /// Appends `unix_ns` as RFC 3339 UTC with microseconds, e.g. `2026-11-24T10:03:07.123456Z`.
 pub fn write_rfc3339_us(out: &mut Vec<u8>, unix_ns: i128) {
     let us = unix_ns.div_euclid(1000);
@@ -74,6 +111,18 @@ fn push_num(out: &mut Vec<u8>, v: u32, width: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for ns in [0i128, 1_764_000_000_123_456_000, 951_782_400_000_001_000] {
+            let mut out = Vec::new();
+            write_rfc3339_us(&mut out, ns);
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(parse_rfc3339(&text), Some(ns), "{text}");
+        }
+        assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("garbage"), None);
+    }
 
     fn fmt(ns: i128) -> String {
         let mut v = Vec::new();

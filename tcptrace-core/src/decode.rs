@@ -3,11 +3,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tcptrace_common::{
-    AF_INET, AF_INET6, REASON_NONE, RECORD_SIZE, STATE_UNKNOWN, hdr_flags, kind, retrans_flags,
+    AF_INET, AF_INET6, REASON_NONE, RECORD_SIZE, SNAP_BYTES, STATE_UNKNOWN, hdr_flags, kind,
+    retrans_flags, state_flags,
 };
 
 use crate::{
     event::{Comm, Event, EventKind, Family, ResetDirection},
+    snapshot::SnapLayout,
     tcp::{SegmentKind, TcpState},
 };
 
@@ -65,9 +67,12 @@ fn state(raw: u8) -> Option<TcpState> {
     (raw != STATE_UNKNOWN && raw != 0).then_some(TcpState(raw))
 }
 
-/// Decodes one record.
-pub fn decode(b: &[u8]) -> Result<Event, DecodeError> {
-    if b.len() != RECORD_SIZE {
+/// Decodes one record; `snap` reads the socket bytes of state changes that carry them.
+pub fn decode(b: &[u8], snap: &SnapLayout) -> Result<Event, DecodeError> {
+    let snapshot = b.len() == RECORD_SIZE + SNAP_BYTES
+        && b[off::KIND] == kind::STATE
+        && b[off::BODY + 2] & state_flags::SNAPSHOT != 0;
+    if b.len() != RECORD_SIZE && !snapshot {
         return Err(DecodeError::Length(b.len()));
     }
     let body = off::BODY;
@@ -75,6 +80,11 @@ pub fn decode(b: &[u8]) -> Result<Event, DecodeError> {
         kind::STATE => EventKind::State {
             old: TcpState(b[body]),
             new: TcpState(b[body + 1]),
+            sock: snapshot.then(|| {
+                let mut raw = [0u8; SNAP_BYTES];
+                raw.copy_from_slice(&b[RECORD_SIZE..]);
+                snap.decode(&raw)
+            }),
         },
         kind::RETRANSMIT => {
             let st = state(b[body]);
@@ -149,7 +159,7 @@ pub fn decode(b: &[u8]) -> Result<Event, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tcptrace_common::{Header, ResetRecord, RetransmitRecord, StateRecord};
+    use tcptrace_common::{Header, ResetRecord, RetransmitRecord, StateRecord, StateSnapRecord};
 
     fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a `#[repr(C)]` integer-only record with explicit padding,
@@ -185,12 +195,13 @@ mod tests {
             new: 2,
             ..Default::default()
         };
-        let ev = decode(&as_bytes(&rec)).unwrap();
+        let ev = decode(&as_bytes(&rec), &SnapLayout::default()).unwrap();
         assert_eq!(
             ev.kind,
             EventKind::State {
                 old: TcpState::CLOSE,
-                new: TcpState::SYN_SENT
+                new: TcpState::SYN_SENT,
+                sock: None
             }
         );
         assert_eq!(ev.laddr.to_string(), "10.0.0.2");
@@ -214,7 +225,7 @@ mod tests {
             new: 4,
             ..Default::default()
         };
-        let ev = decode(&as_bytes(&rec)).unwrap();
+        let ev = decode(&as_bytes(&rec), &SnapLayout::default()).unwrap();
         assert_eq!(ev.family, Family::Inet6);
         assert_eq!(ev.laddr.to_string(), "::1");
         assert_eq!(ev.netns, None);
@@ -230,7 +241,7 @@ mod tests {
             err: 0,
             ..Default::default()
         };
-        let ev = decode(&as_bytes(&rec)).unwrap();
+        let ev = decode(&as_bytes(&rec), &SnapLayout::default()).unwrap();
         assert!(matches!(
             ev.kind,
             EventKind::Retransmit {
@@ -240,14 +251,14 @@ mod tests {
             }
         ));
         rec.err = -105;
-        let ev = decode(&as_bytes(&rec)).unwrap();
+        let ev = decode(&as_bytes(&rec), &SnapLayout::default()).unwrap();
         assert!(matches!(
             ev.kind,
             EventKind::RetransmitFailed { errno: 105, .. }
         ));
         rec.flags = 0;
         rec.state = 9;
-        let ev = decode(&as_bytes(&rec)).unwrap();
+        let ev = decode(&as_bytes(&rec), &SnapLayout::default()).unwrap();
         assert!(matches!(
             ev.kind,
             EventKind::Retransmit {
@@ -266,7 +277,7 @@ mod tests {
             reason: REASON_NONE,
             ..Default::default()
         };
-        let ev = decode(&as_bytes(&rec)).unwrap();
+        let ev = decode(&as_bytes(&rec), &SnapLayout::default()).unwrap();
         assert_eq!(
             ev.kind,
             EventKind::Reset {
@@ -278,19 +289,41 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_records_carry_socket_bytes() {
+        let mut rec = StateSnapRecord {
+            state: StateRecord {
+                hdr: hdr(kind::STATE),
+                old: 2,
+                new: 1,
+                flags: state_flags::SNAPSHOT,
+                ..Default::default()
+            },
+            snap: [0; SNAP_BYTES],
+        };
+        rec.snap[0] = 7;
+        let ev = decode(&as_bytes(&rec), &SnapLayout::default()).unwrap();
+        assert!(matches!(ev.kind, EventKind::State { sock: Some(_), .. }));
+        rec.state.flags = 0;
+        assert_eq!(
+            decode(&as_bytes(&rec), &SnapLayout::default()),
+            Err(DecodeError::Length(RECORD_SIZE + SNAP_BYTES))
+        );
+    }
+
+    #[test]
     fn short_long_and_unknown_records_are_errors() {
         let rec = StateRecord {
             hdr: hdr(kind::STATE),
             ..Default::default()
         };
         let bytes = as_bytes(&rec);
-        assert_eq!(decode(&bytes[..50]), Err(DecodeError::Length(50)));
-        assert_eq!(decode(&[]), Err(DecodeError::Length(0)));
+        assert_eq!(decode(&bytes[..50], &SnapLayout::default()), Err(DecodeError::Length(50)));
+        assert_eq!(decode(&[], &SnapLayout::default()), Err(DecodeError::Length(0)));
         let mut long = bytes.clone();
         long.push(0);
-        assert_eq!(decode(&long), Err(DecodeError::Length(97)));
+        assert_eq!(decode(&long, &SnapLayout::default()), Err(DecodeError::Length(97)));
         let mut unknown = bytes;
         unknown[0] = 200;
-        assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(200)));
+        assert_eq!(decode(&unknown, &SnapLayout::default()), Err(DecodeError::UnknownKind(200)));
     }
 }

@@ -1,7 +1,10 @@
 //! The decoded event model: what one kernel record means, independent of how it is printed.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::tcp::{SegmentKind, TcpState};
+use crate::{
+    snapshot::SockSnapshot,
+    tcp::{SegmentKind, TcpState},
+};
 
 /// Address family of a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,8 +69,12 @@ impl ResetDirection {
 /// The per-kind facts of an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// `inet_sock_set_state`.
-    State { old: TcpState, new: TcpState },
+    /// `inet_sock_set_state`, with the socket's numbers on the transitions userspace asked for.
+    State {
+        old: TcpState,
+        new: TcpState,
+        sock: Option<SockSnapshot>,
+    },
     /// A segment retransmitted successfully by `tcp_retransmit_skb`.
     Retransmit {
         state: Option<TcpState>,
@@ -94,6 +101,24 @@ pub enum EventKind {
     },
     /// `inet_sk_error_report`: positive errno.
     Error { errno: i32, state: Option<TcpState> },
+    /// Userspace fact (sock_diag): what the kernel's socket table held for this 4-tuple right
+    /// after the full socket closed from FIN_WAIT2/CLOSING. `state` is `TIME_WAIT`, or
+    /// `FIN_WAIT2` for an orphan's timewait socket; `None` when no timewait socket exists.
+    TimeWait {
+        state: Option<TcpState>,
+        timer_ms: Option<u32>,
+    },
+    /// Userspace fact (sock_diag): the request socket of a half-open handshake (known from its
+    /// SYN-ACK retransmits) is gone without a child socket: the handshake expired.
+    RequestGone,
+    /// Userspace fact (sock_diag dump): a socket that existed when tracing started (`at_exit`
+    /// false) or still exists as tracing stops (`at_exit` true). `pid`/`comm` of the event are
+    /// the socket's owner from /proc, 0/empty when unknown.
+    Existing {
+        state: TcpState,
+        at_exit: bool,
+        sock: Option<SockSnapshot>,
+    },
 }
 
 impl EventKind {
@@ -105,6 +130,9 @@ impl EventKind {
             Self::RetransmitFailed { .. } => "retransmit_failed",
             Self::Reset { .. } => "reset",
             Self::Error { .. } => "error",
+            Self::TimeWait { .. } => "timewait",
+            Self::RequestGone => "request_gone",
+            Self::Existing { .. } => "existing",
         }
     }
 }

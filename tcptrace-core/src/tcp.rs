@@ -80,6 +80,8 @@ pub mod tcp_flags {
 }
 
 impl SegmentKind {
+    pub const ALL: [SegmentKind; 4] = [Self::Syn, Self::SynAck, Self::Fin, Self::Data];
+
     /// Classifies a segment from its flags.
     pub fn from_flags(flags: u8) -> Self {
         if flags & tcp_flags::SYN != 0 {

@@ -9,7 +9,7 @@ use tcptrace_common::{
 };
 
 use crate::{
-    emit::{header, submit},
+    emit::{header, submit, submit_state},
     sock,
 };
 
@@ -94,7 +94,7 @@ pub fn tcptrace_tp_set_state(ctx: TracePointContext) -> i32 {
     fill_addrs(&ctx, &mut rec.hdr, &l);
     let sk = rec.hdr.sk;
     sock::fill_netns(&mut rec.hdr, sk);
-    submit(&rec, &rec.hdr);
+    submit_state(&rec, rec.hdr.sk);
     0
 }
 

@@ -1,7 +1,12 @@
 //! Stamps the task context on a record, applies the in-kernel filter and writes the record to the
 //! ring buffer, counting it in `LOST` when the buffer is full.
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
-use tcptrace_common::{Header, MAX_PORTS, hdr_flags};
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated,
+};
+use tcptrace_common::{
+    Header, MAX_PORTS, SNAP_WINDOW_LEN, SNAP_WINDOWS, StateRecord, StateSnapRecord, hdr_flags,
+    state_flags,
+};
 
 use crate::globals::{EVENTS, LOST, get};
 
@@ -59,18 +64,66 @@ pub fn wanted(hdr: &Header) -> bool {
     true
 }
 
+#[inline(always)]
+fn count_lost() {
+    if let Some(lost) = LOST.get_ptr_mut(0) {
+        // SAFETY: the pointer comes from a successful lookup of this CPU's slot and stays valid
+        // while the program runs. Only programs on this CPU write it; a nested program on the
+        // same CPU could at worst lose one increment, never corrupt the counter.
+        unsafe { *lost += 1 };
+    }
+}
+
 /// Writes `record` (whose first member is its `Header`) unless filtered out.
 #[inline(always)]
 pub fn submit<T: 'static>(record: &T, hdr: &Header) {
     if !wanted(hdr) {
         return;
     }
-    if EVENTS.output::<T>(record, 0).is_err()
-        && let Some(lost) = LOST.get_ptr_mut(0)
-    {
-        // SAFETY: the pointer comes from a successful lookup of this CPU's slot and stays valid
-        // while the program runs. Only programs on this CPU write it; a nested program on the
-        // same CPU could at worst lose one increment, never corrupt the counter.
-        unsafe { *lost += 1 };
+    if EVENTS.output::<T>(record, 0).is_err() {
+        count_lost();
     }
+}
+
+/// Writes a state change; when the plan asks for this new state and the socket is known, the
+/// record carries the planned windows of the socket's memory.
+#[inline(always)]
+pub fn submit_state(record: &StateRecord, sk: u64) {
+    let wanted_states = get!(SNAP.new_states);
+    if sk == 0 || record.new >= 32 || wanted_states & (1u32 << record.new) == 0 {
+        return submit(record, &record.hdr);
+    }
+    if !wanted(&record.hdr) {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<StateSnapRecord>(0) else {
+        return count_lost();
+    };
+    let out = entry.as_mut_ptr();
+    // SAFETY: `out` points to a reserved, exclusively owned ring-buffer slot of the right size;
+    // raw-pointer writes avoid materialising a 352-byte value on the 512-byte BPF stack.
+    unsafe {
+        (*out).state = *record;
+        (*out).state.flags |= state_flags::SNAPSHOT;
+    }
+    let n = get!(SNAP.n) as usize;
+    let mut i = 0;
+    while i < SNAP_WINDOWS {
+        let len = get!(SNAP.len[i]);
+        let off = get!(SNAP.off[i]);
+        // SAFETY: the destination is window `i` of the reserved slot; `len` is checked against
+        // the window size, so the copy stays inside it. bpf_probe_read_kernel reports faults
+        // (zero-filling the destination) instead of taking them.
+        unsafe {
+            let dst = (&raw mut (*out).snap).cast::<u8>().add(i * SNAP_WINDOW_LEN);
+            if i < n && len > 0 && len as usize <= SNAP_WINDOW_LEN {
+                let src = (sk + off as u64) as *const core::ffi::c_void;
+                generated::bpf_probe_read_kernel(dst.cast(), len, src);
+            } else {
+                core::ptr::write_bytes(dst, 0, SNAP_WINDOW_LEN);
+            }
+        }
+        i += 1;
+    }
+    entry.submit(0);
 }

@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use tcptrace_common::{Filter, KernelOffsets, MAX_PORTS, TpLayout};
+use tcptrace_common::{Filter, KernelOffsets, MAX_PORTS, SnapPlan, TpLayout};
 
 /// All records go here; userspace sizes it with `--ring-buffer` before load.
 #[map]
@@ -29,6 +29,10 @@ pub static FILTER: Filter = Filter {
 #[unsafe(no_mangle)]
 pub static OFFSETS: KernelOffsets = KernelOffsets::none();
 
+/// Which socket bytes state-change records carry, and on which transitions.
+#[unsafe(no_mangle)]
+pub static SNAP: SnapPlan = SnapPlan::none();
+
 #[unsafe(no_mangle)]
 pub static TP_SET_STATE: TpLayout = TpLayout::none();
 #[unsafe(no_mangle)]
@@ -48,6 +52,10 @@ macro_rules! get {
     ($global:ident . $field:ident) => {
         // SAFETY: the global is a plain integer struct that lives for the program's lifetime.
         unsafe { core::ptr::read_volatile(&raw const $crate::globals::$global.$field) }
+    };
+    ($global:ident . $field:ident [ $i:expr ]) => {
+        // SAFETY: as above; the index is bounds-checked by the caller's loop.
+        unsafe { core::ptr::read_volatile(&raw const $crate::globals::$global.$field[$i]) }
     };
 }
 pub(crate) use get;

@@ -7,7 +7,7 @@ use tcptrace_common::{
 };
 
 use crate::{
-    emit::{header, submit},
+    emit::{header, submit, submit_state},
     globals::get,
     sock,
 };
@@ -30,7 +30,7 @@ pub fn tcptrace_btf_set_state(ctx: BtfTracePointContext) -> i32 {
     };
     rec.hdr.sk = sk;
     sock::fill_from_sock(&mut rec.hdr, sk);
-    submit(&rec, &rec.hdr);
+    submit_state(&rec, rec.hdr.sk);
     0
 }
 

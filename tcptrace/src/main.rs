@@ -1,8 +1,12 @@
 //! tcptrace: an always-on eBPF TCP tracer. `main` parses flags, loads the tracer, runs the live
 //! loop and maps every failure to one line on stderr and a non-zero exit (a closed output pipe
 //! is a normal end).
+mod augment;
+mod diag;
 mod flags;
 mod loader;
+mod pipeline;
+mod replay;
 mod run;
 mod sink;
 mod stats;
@@ -12,7 +16,9 @@ use std::{io, process::ExitCode};
 use clap::Parser as _;
 
 use crate::{
+    augment::Augmenter,
     flags::{Args, Config, Format},
+    pipeline::Pipeline,
     sink::{JsonSink, Out, RenderCtx, Sink, TextSink},
 };
 
@@ -44,7 +50,34 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+fn make_sink(cfg: &Config, ctx: RenderCtx) -> Box<dyn Sink> {
+    match cfg.format {
+        Format::Json => Box::new(JsonSink::new(Out::stdout(), ctx)),
+        Format::Text => {
+            let width = if cfg.filter.family == tcptrace_common::AF_INET {
+                15
+            } else {
+                39
+            };
+            let header = cfg.header && cfg.mode == pipeline::Mode::Events;
+            Box::new(TextSink::new(Out::stdout(), ctx, width, header))
+        }
+    }
+}
+
 fn run(cfg: Config) -> anyhow::Result<()> {
+    if let Some(path) = &cfg.replay {
+        let mut sink = make_sink(&cfg, RenderCtx::default());
+        let mut pipeline = Pipeline::new(
+            cfg.mode,
+            cfg.table.clone(),
+            cfg.conn_filter.clone(),
+            sink.as_mut(),
+        );
+        let stats = replay::replay(path, &mut pipeline)?;
+        eprintln!("tcptrace: {stats}");
+        return Ok(());
+    }
     let tracer = loader::load(&cfg)?;
     for w in &tracer.warnings {
         eprintln!("tcptrace: warning: {w}");
@@ -54,29 +87,28 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         .iter()
         .map(|(tp, how)| format!("{tp}/{}", how.name()))
         .collect();
-    eprintln!(
-        "tcptrace: attached {}; tracing (Ctrl-C to stop)",
-        hooks.join(" ")
-    );
     let ctx = RenderCtx {
         clock: wall_clock(),
         reset_reasons: tracer.reset_reasons.iter().cloned().collect(),
     };
-    let mut sink: Box<dyn Sink> = match cfg.format {
-        Format::Json => Box::new(JsonSink::new(Out::stdout(), ctx)),
-        Format::Text => {
-            let width = if cfg.filter.family == tcptrace_common::AF_INET {
-                15
-            } else {
-                39
-            };
-            Box::new(TextSink::new(Out::stdout(), ctx, width, cfg.header))
+    let mut sink = make_sink(&cfg, ctx);
+    let mut table = cfg.table.clone();
+    for (code, name) in &tracer.reset_reasons {
+        if tcptrace_core::lifecycle::table::ABORT_REASON_NAMES.contains(&name.as_str()) {
+            table.abort_reasons.push(*code);
         }
-    };
+    }
+    let mut pipeline = Pipeline::new(cfg.mode, table, cfg.conn_filter.clone(), sink.as_mut());
+    let namespaces = tracer.snap_available();
+    let mut augment = Augmenter::new(namespaces, cfg.conn_filter.netns);
+    eprintln!(
+        "tcptrace: attached {}; tracing (Ctrl-C to stop)",
+        hooks.join(" ")
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let stats = runtime.block_on(run::run(tracer, sink.as_mut(), cfg.duration))?;
+    let stats = runtime.block_on(run::run(tracer, &mut pipeline, &mut augment, cfg.duration))?;
     eprintln!("tcptrace: {stats}");
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! The live loop: reads the ring buffer through tokio's `AsyncFd`, decodes each record, feeds
-//! the sink, reports kernel-side losses as they happen, and on Ctrl-C/SIGTERM/`--duration`
-//! detaches, drains what is left and prints a summary to stderr.
+//! The live loop: reads the ring buffer through tokio's `AsyncFd`, decodes each record, adds
+//! the sock_diag facts the kernel events imply, feeds the pipeline, reports kernel-side losses
+//! as they happen, and on Ctrl-C/SIGTERM/`--duration` detaches, drains what is left, emits the
+//! connections still open and returns the counters.
 use std::{io, time::Duration};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -10,45 +11,53 @@ use tokio::{
     time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
 
-use crate::{loader::Tracer, sink::Sink, stats::Stats};
-use tcptrace_core::{decode::decode, state_clock::StateClock};
+use crate::{augment::Augmenter, loader::Tracer, monotonic_ns, pipeline::Pipeline, stats::Stats};
+use tcptrace_core::{decode::decode, event::Event, snapshot::SnapLayout};
 
-/// Sockets whose last transition time is remembered for `prev_ms`.
-const STATE_CLOCK_CAPACITY: usize = 1 << 20;
-
-/// Feeds one raw record through decode and the sink.
-fn handle(
-    raw: &[u8],
-    clock: &mut StateClock,
-    stats: &mut Stats,
-    sink: &mut dyn Sink,
-) -> io::Result<()> {
-    match decode(raw) {
-        Ok(ev) => {
-            stats.count(&ev);
-            let prev = clock.observe(&ev);
-            sink.event(&ev, prev)
-        }
-        Err(e) => {
-            stats.malformed += 1;
-            if stats.malformed == 1 {
-                eprintln!("tcptrace: skipping malformed record: {e}");
-            }
-            Ok(())
-        }
-    }
+/// The per-batch state of the reader.
+struct Reader<'p, 's> {
+    pipeline: &'p mut Pipeline<'s>,
+    augment: &'p mut Augmenter,
+    snap: SnapLayout,
+    facts: Vec<Event>,
 }
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    clock: &mut StateClock,
-    stats: &mut Stats,
-    sink: &mut dyn Sink,
-) -> io::Result<()> {
-    while let Some(item) = ring.next() {
-        handle(&item, clock, stats, sink)?;
+impl Reader<'_, '_> {
+    fn handle(&mut self, raw: &[u8]) -> io::Result<()> {
+        match decode(raw, &self.snap) {
+            Ok(ev) => {
+                self.augment.observe(&ev);
+                self.pipeline.feed(&ev)
+            }
+            Err(e) => {
+                self.pipeline.stats.malformed += 1;
+                if self.pipeline.stats.malformed == 1 {
+                    eprintln!("tcptrace: skipping malformed record: {e}");
+                }
+                Ok(())
+            }
+        }
     }
-    sink.flush()
+
+    /// Facts about what this batch closed, then the table moves on to `now`.
+    fn settle(&mut self, tick: bool) -> io::Result<()> {
+        let now = monotonic_ns();
+        self.augment
+            .resolve(now, tick, &self.pipeline.table, &mut self.facts);
+        for ev in self.facts.drain(..) {
+            self.pipeline.feed(&ev)?;
+        }
+        self.pipeline.stats.diag_skipped = self.augment.skipped;
+        self.pipeline.advance(now)?;
+        self.pipeline.flush()
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, tick: bool) -> io::Result<()> {
+        while let Some(item) = ring.next() {
+            self.handle(&item)?;
+        }
+        self.settle(tick)
+    }
 }
 
 fn lost_total(lost: &PerCpuArray<MapData, u64>) -> u64 {
@@ -58,18 +67,14 @@ fn lost_total(lost: &PerCpuArray<MapData, u64>) -> u64 {
 }
 
 /// Reports records lost since the last check, to stderr and to the sink.
-fn report_lost(
-    lost: &PerCpuArray<MapData, u64>,
-    stats: &mut Stats,
-    sink: &mut dyn Sink,
-) -> io::Result<()> {
+fn report_lost(lost: &PerCpuArray<MapData, u64>, pipeline: &mut Pipeline) -> io::Result<()> {
     let total = lost_total(lost);
-    if total > stats.lost {
-        let delta = total - stats.lost;
-        stats.lost = total;
+    if total > pipeline.stats.lost {
+        let delta = total - pipeline.stats.lost;
+        pipeline.stats.lost = total;
         eprintln!("tcptrace: lost {delta} events (ring buffer full; a larger --ring-buffer helps)");
-        sink.lost(crate::monotonic_ns(), delta)?;
-        sink.flush()?;
+        pipeline.lost(monotonic_ns(), delta)?;
+        pipeline.flush()?;
     }
     Ok(())
 }
@@ -77,39 +82,47 @@ fn report_lost(
 /// Runs until a signal, the duration, or a write error (e.g. a closed pipe).
 pub async fn run(
     mut tracer: Tracer,
-    sink: &mut dyn Sink,
+    pipeline: &mut Pipeline<'_>,
+    augment: &mut Augmenter,
     duration: Option<Duration>,
 ) -> anyhow::Result<Stats> {
-    let mut stats = Stats::default();
-    let mut clock = StateClock::new(STATE_CLOCK_CAPACITY);
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = duration.map(|d| Instant::now() + d);
-    let mut lost_tick = interval(Duration::from_secs(1));
-    lost_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut tick = interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // SAFETY: the ring buffer owns its map fd (`MapData` holds an `OwnedFd`), which stays open
     // and unchanged for as long as the `RingBuf` lives inside the `AsyncFd`.
     let mut ring = unsafe { AsyncFd::register_with_interest(tracer.events, Interest::READABLE) }
         .map_err(io::Error::from)?;
+    let mut reader = Reader {
+        pipeline,
+        augment,
+        snap: tracer.snap,
+        facts: Vec::new(),
+    };
+    // Connections that predate tracing (the hooks are attached, so nothing falls in between).
+    reader.augment.seed(monotonic_ns(), &mut reader.facts);
+    reader.settle(false)?;
 
     let result: io::Result<()> = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                if let Err(e) = drain(guard.get_inner_mut(), &mut clock, &mut stats, sink) {
+                if let Err(e) = reader.drain(guard.get_inner_mut(), false) {
                     break Err(e);
                 }
                 // The kernel only wakes a consumer that has caught up, and a wakeup landing
                 // between the drain above and `clear_ready` is lost; draining once more after
                 // clearing closes that window, so the reader can never stall behind a record.
                 guard.clear_ready();
-                if let Err(e) = drain(ring.get_mut(), &mut clock, &mut stats, sink) {
+                if let Err(e) = reader.drain(ring.get_mut(), false) {
                     break Err(e);
                 }
             }
-            _ = lost_tick.tick() => {
-                let r = drain(ring.get_mut(), &mut clock, &mut stats, sink)
-                    .and_then(|()| report_lost(&tracer.lost, &mut stats, sink));
+            _ = tick.tick() => {
+                let r = reader.drain(ring.get_mut(), true)
+                    .and_then(|()| report_lost(&tracer.lost, reader.pipeline));
                 if let Err(e) = r {
                     break Err(e);
                 }
@@ -123,8 +136,15 @@ pub async fn run(
     drop(tracer.ebpf.take());
     result?;
     let mut ring = ring.into_inner();
-    drain(&mut ring, &mut clock, &mut stats, sink)?;
-    report_lost(&tracer.lost, &mut stats, sink)?;
+    reader.drain(&mut ring, true)?;
+    report_lost(&tracer.lost, reader.pipeline)?;
+    // What is still open: its numbers now, then every tracked connection goes out.
+    reader.augment.at_exit(monotonic_ns(), &mut reader.facts);
+    let now = monotonic_ns();
+    for ev in reader.facts.drain(..) {
+        reader.pipeline.feed(&ev)?;
+    }
+    reader.pipeline.finish(now)?;
     tracer.events = ring;
-    Ok(stats)
+    Ok(reader.pipeline.stats)
 }

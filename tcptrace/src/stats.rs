@@ -1,7 +1,11 @@
-//! Counters for the end-of-run summary: events by type, malformed records, kernel-side losses.
+//! Counters for the end-of-run summary: events by type, malformed records, kernel-side losses,
+//! and what the connection table did.
 use std::fmt;
 
-use tcptrace_core::event::{Event, EventKind};
+use tcptrace_core::{
+    event::{Event, EventKind},
+    lifecycle::TableStats,
+};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
@@ -10,9 +14,16 @@ pub struct Stats {
     pub retransmit_failed: u64,
     pub reset: u64,
     pub error: u64,
+    /// Userspace facts from sock_diag (timewait, request_gone, existing).
+    pub facts: u64,
     pub malformed: u64,
     /// Records the kernel could not write (ring buffer full).
     pub lost: u64,
+    /// Lifecycle mode: connection records printed.
+    pub conns_printed: u64,
+    pub table: TableStats,
+    /// sock_diag lookups skipped to stay within the lookup budget.
+    pub diag_skipped: u64,
 }
 
 impl Stats {
@@ -25,9 +36,13 @@ impl Stats {
             EventKind::RetransmitFailed { .. } => self.retransmit_failed += 1,
             EventKind::Reset { .. } => self.reset += 1,
             EventKind::Error { .. } => self.error += 1,
+            EventKind::TimeWait { .. } | EventKind::RequestGone | EventKind::Existing { .. } => {
+                self.facts += 1
+            }
         }
     }
 
+    /// Kernel events (not counting userspace facts).
     pub fn total(&self) -> u64 {
         self.state + self.retransmit + self.retransmit_failed + self.reset + self.error
     }
@@ -38,7 +53,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "{} events: {} state, {} retransmit, {} retransmit_failed, {} reset, {} error; \
-             {} lost, {} malformed",
+             {} lost, {} malformed; {} sock_diag facts",
             self.total(),
             self.state,
             self.retransmit,
@@ -46,7 +61,21 @@ impl fmt::Display for Stats {
             self.reset,
             self.error,
             self.lost,
-            self.malformed
-        )
+            self.malformed,
+            self.facts,
+        )?;
+        let t = &self.table;
+        if t.finished > 0 || self.conns_printed > 0 {
+            write!(
+                f,
+                "; {} connections ({} printed, {} evicted, {} with missed events, \
+                 {} timewait unconfirmed)",
+                t.finished, self.conns_printed, t.evicted, t.missed, t.time_wait_unconfirmed
+            )?;
+        }
+        if self.diag_skipped > 0 {
+            write!(f, "; {} sock_diag lookups skipped (budget)", self.diag_skipped)?;
+        }
+        Ok(())
     }
 }

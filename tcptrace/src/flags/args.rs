@@ -1,7 +1,7 @@
 //! The clap definition of tcptrace's command line.
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -23,25 +23,54 @@ pub enum TracepointsArg {
     Classic,
 }
 
-/// Traces TCP connections on this host with eBPF: every state change, retransmit, reset and
-/// socket error, attributed to its process and network namespace.
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Rebuild connection records (or re-print events) from a stream recorded with
+    /// `tcptrace --events --format json`; FILE "-" reads standard input.
+    Replay {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// Traces TCP connections on this host with eBPF and prints one record per connection: its
+/// owner, every state with its timing, retransmits, resets, errors, bytes and how it ended.
 #[derive(Debug, Parser)]
 #[command(name = "tcptrace", version, about, long_about = None)]
 pub struct Args {
-    /// Stream every TCP event (state changes, retransmits, resets, errors) as it happens.
-    #[arg(long)]
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Stream every TCP event (state changes, retransmits, resets, errors) as it happens,
+    /// instead of one record per connection.
+    #[arg(long, global = true)]
     pub events: bool,
 
     /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, value_enum, default_value = "text", global = true)]
     pub format: FormatArg,
+
+    /// Only connections that visited this state (repeatable or comma-separated, e.g.
+    /// SYN_SENT,TIME_WAIT).
+    #[arg(long = "state", value_name = "STATE", value_delimiter = ',', global = true)]
+    pub states: Vec<String>,
+
+    /// Only connections that lasted at least this long (e.g. 500ms, 2s, 1.5).
+    #[arg(long = "min-duration", value_name = "DURATION", global = true)]
+    pub min_duration: Option<String>,
+
+    /// Most connections tracked at once; beyond it the least recently active are evicted
+    /// (printed with the `evicted` note and counted in the summary).
+    #[arg(long = "max-conns", value_name = "N", default_value = "262144")]
+    pub max_conns: usize,
 
     /// Stop after this many seconds (fractions allowed).
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
 
-    /// Only events of this process id (the task current when the event fired).
-    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    /// Only this process: connections it owns (events mode: events whose current task it is).
+    #[arg(short = 'p', long = "pid", value_name = "PID", global = true)]
     pub pid: Option<u32>,
 
     /// Only these local ports (comma-separated, at most 8).
@@ -72,7 +101,7 @@ pub struct Args {
 
     /// Only sockets in this network namespace: an inode number, or a path such as
     /// /run/netns/NAME or /proc/PID/ns/net.
-    #[arg(short = 'N', long = "netns", value_name = "INODE|PATH")]
+    #[arg(short = 'N', long = "netns", value_name = "INODE|PATH", global = true)]
     pub netns: Option<String>,
 
     /// Ring buffer size in bytes (power of two, suffixes K/M allowed).
@@ -88,6 +117,6 @@ pub struct Args {
     pub btf: PathBuf,
 
     /// Do not print the column header (text format).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub no_header: bool,
 }

@@ -4,7 +4,10 @@ use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
 use anyhow::{Context as _, bail};
 use tcptrace_common::{AF_INET, AF_INET6, Filter, MAX_PORTS};
 
-use super::args::{Args, FormatArg, TracepointsArg};
+use tcptrace_core::{lifecycle::TableConfig, tcp::TcpState};
+
+use super::args::{Args, Command, FormatArg, TracepointsArg};
+use crate::pipeline::{ConnFilter, Mode};
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +35,11 @@ pub struct Config {
     /// `None`: run without BTF.
     pub btf: Option<PathBuf>,
     pub header: bool,
+    pub mode: Mode,
+    pub conn_filter: ConnFilter,
+    pub table: TableConfig,
+    /// `tcptrace replay FILE`: read this recorded stream instead of tracing.
+    pub replay: Option<PathBuf>,
 }
 
 impl Config {
@@ -47,16 +55,39 @@ impl Config {
         } else if args.ipv6 {
             filter.family = AF_INET6;
         }
+        let mode = if args.events {
+            Mode::Events
+        } else {
+            Mode::Lifecycle
+        };
+        let mut conn_filter = ConnFilter::default();
         if let Some(pid) = args.pid {
             if pid == 0 {
                 bail!("--pid must be a process id, not 0");
             }
-            filter.tgid = pid;
+            // Lifecycle mode filters on the owner: most transitions run in softirq, where the
+            // current task is unrelated, so the kernel-side task filter would cut lifecycles.
+            match mode {
+                Mode::Events => filter.tgid = pid,
+                Mode::Lifecycle => conn_filter.owner_pid = Some(pid),
+            }
+        }
+        for name in &args.states {
+            let state = TcpState::from_name(&name.to_ascii_uppercase())
+                .with_context(|| format!("--state: unknown TCP state {name:?}"))?;
+            conn_filter.states.push(state);
+        }
+        if let Some(text) = &args.min_duration {
+            conn_filter.min_duration_ns = Some(duration_ns(text)?);
+        }
+        if args.max_conns == 0 {
+            bail!("--max-conns must be at least 1");
         }
         filter.n_lports = ports(&args.lports, &mut filter.lports, "--lport")?;
         filter.n_rports = ports(&args.rports, &mut filter.rports, "--rport")?;
         if let Some(ns) = &args.netns {
             filter.netns = netns_inode(ns)?;
+            conn_filter.netns = Some(filter.netns);
         }
         let btf = (args.btf.as_os_str() != "none").then_some(args.btf);
         let tracepoints = match args.tracepoints {
@@ -83,7 +114,34 @@ impl Config {
             tracepoints,
             btf,
             header: !args.no_header,
+            mode,
+            conn_filter,
+            table: TableConfig {
+                max_conns: args.max_conns,
+                ..TableConfig::default()
+            },
+            replay: args.command.map(|Command::Replay { file }| file),
         })
+    }
+}
+
+/// Parses `500ms`, `2s`, `1.5m` or plain seconds into nanoseconds.
+fn duration_ns(text: &str) -> anyhow::Result<u64> {
+    let t = text.trim();
+    let (num, unit) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e6)
+    } else if let Some(n) = t.strip_suffix("us") {
+        (n, 1e3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e9)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60e9)
+    } else {
+        (t, 1e9)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * unit < 1.8e19 => Ok((v * unit) as u64),
+        _ => bail!("--min-duration: {text:?} is not a duration like 500ms or 2s"),
     }
 }
 
@@ -171,5 +229,26 @@ mod tests {
             4026531840
         );
         assert!(parse(&["--btf", "none", "--tracepoints", "btf"]).is_err());
+    }
+
+    #[test]
+    fn lifecycle_filters() {
+        let c = parse(&["-p", "7", "--state", "syn_sent,TIME_WAIT", "--min-duration", "1.5s"])
+            .unwrap();
+        assert_eq!(c.mode, Mode::Lifecycle);
+        assert_eq!(c.filter.tgid, 0, "owner filter is applied in userspace");
+        assert_eq!(c.conn_filter.owner_pid, Some(7));
+        assert_eq!(
+            c.conn_filter.states,
+            vec![TcpState::SYN_SENT, TcpState::TIME_WAIT]
+        );
+        assert_eq!(c.conn_filter.min_duration_ns, Some(1_500_000_000));
+        assert_eq!(duration_ns("500ms").unwrap(), 500_000_000);
+        assert!(parse(&["--state", "NOPE"]).is_err());
+        assert!(parse(&["--min-duration", "soon"]).is_err());
+        assert!(parse(&["--max-conns", "0"]).is_err());
+        let r = parse(&["replay", "-", "--format", "json"]).unwrap();
+        assert_eq!(r.replay.as_deref(), Some(std::path::Path::new("-")));
+        assert_eq!(r.format, Format::Json);
     }
 }

@@ -12,8 +12,13 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, TracePoint},
 };
-use tcptrace_common::{self as abi, KernelOffsets, TpLayout};
-use tcptrace_core::{btf::Btf, layout, tp_format};
+use tcptrace_common::{self as abi, KernelOffsets, SnapPlan, TpLayout};
+use tcptrace_core::{
+    btf::Btf,
+    layout,
+    snapshot::{self, SnapLayout},
+    tp_format,
+};
 
 use crate::flags::{Config, TracepointMode};
 pub use hooks::HOOKS;
@@ -45,6 +50,8 @@ pub struct Tracer {
     pub attached: Vec<(&'static str, Attachment)>,
     /// `enum sk_rst_reason` names from BTF, for printing reset reasons.
     pub reset_reasons: Vec<(u32, String)>,
+    /// How to read the socket bytes state changes carry (empty without BTF).
+    pub snap: SnapLayout,
     /// Things that work less well than they could on this kernel, one line each.
     pub warnings: Vec<String>,
 }
@@ -52,6 +59,8 @@ pub struct Tracer {
 struct KernelInfo {
     aya_btf: Option<aya::Btf>,
     offsets: KernelOffsets,
+    snap_plan: SnapPlan,
+    snap: SnapLayout,
     reset_reasons: Vec<(u32, String)>,
     layouts: Vec<Option<TpLayout>>,
 }
@@ -60,6 +69,8 @@ fn kernel_info(cfg: &Config, warnings: &mut Vec<String>) -> anyhow::Result<Kerne
     let mut info = KernelInfo {
         aya_btf: None,
         offsets: KernelOffsets::none(),
+        snap_plan: SnapPlan::none(),
+        snap: SnapLayout::default(),
         reset_reasons: Vec::new(),
         layouts: Vec::new(),
     };
@@ -69,6 +80,7 @@ fn kernel_info(cfg: &Config, warnings: &mut Vec<String>) -> anyhow::Result<Kerne
                 info.offsets = layout::kernel_offsets(&btf)
                     .map_err(|e| anyhow!("kernel BTF at {}: {e}", path.display()))?;
                 info.reset_reasons = layout::rst_reason_names(&btf);
+                (info.snap_plan, info.snap) = snapshot::plan(&btf);
                 info.aya_btf = Some(aya_btf);
             }
             Err(e) if cfg.tracepoints == TracepointMode::Btf => return Err(e),
@@ -108,6 +120,13 @@ fn read_btf(path: &Path) -> anyhow::Result<(Btf, aya::Btf)> {
     Ok((btf, aya_btf))
 }
 
+impl Tracer {
+    /// Whether events carry namespaces and socket numbers (kernel BTF was read).
+    pub fn snap_available(&self) -> bool {
+        self.snap != SnapLayout::default()
+    }
+}
+
 /// Loads and attaches everything `cfg` asks for.
 pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
     privilege::check()?;
@@ -119,6 +138,7 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         .btf(info.aya_btf.as_ref())
         .override_global(abi::FILTER_GLOBAL, &cfg.filter, true)
         .override_global(abi::OFFSETS_GLOBAL, &info.offsets, true)
+        .override_global(abi::SNAP_GLOBAL, &info.snap_plan, true)
         .map_max_entries(abi::EVENTS_MAP, cfg.ring_bytes);
     let none = TpLayout::none();
     for (hook, layout) in HOOKS.iter().zip(&info.layouts) {
@@ -158,6 +178,7 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         lost,
         attached,
         reset_reasons: info.reset_reasons,
+        snap: info.snap,
         warnings,
     })
 }

@@ -4,6 +4,8 @@ use std::io::{self, Write};
 use tcptrace_core::{
     clock::write_rfc3339_us,
     event::{Event, EventKind},
+    lifecycle::Conn,
+    snapshot::{Field, SockSnapshot},
     tcp::{TcpState, errno_name},
 };
 
@@ -42,28 +44,28 @@ pub fn push_str(buf: &mut Vec<u8>, s: &[u8]) {
     buf.push(b'"');
 }
 
-fn key(buf: &mut Vec<u8>, k: &str) {
+pub(super) fn key(buf: &mut Vec<u8>, k: &str) {
     buf.extend_from_slice(b",\"");
     buf.extend_from_slice(k.as_bytes());
     buf.extend_from_slice(b"\":");
 }
 
-fn num(buf: &mut Vec<u8>, k: &str, v: impl itoa::Integer) {
+pub(super) fn num(buf: &mut Vec<u8>, k: &str, v: impl itoa::Integer) {
     key(buf, k);
     buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
-fn text(buf: &mut Vec<u8>, k: &str, v: &str) {
+pub(super) fn text(buf: &mut Vec<u8>, k: &str, v: &str) {
     key(buf, k);
     push_str(buf, v.as_bytes());
 }
 
-fn null(buf: &mut Vec<u8>, k: &str) {
+pub(super) fn null(buf: &mut Vec<u8>, k: &str) {
     key(buf, k);
     buf.extend_from_slice(b"null");
 }
 
-fn opt_state(buf: &mut Vec<u8>, k: &str, s: Option<TcpState>) {
+pub(super) fn opt_state(buf: &mut Vec<u8>, k: &str, s: Option<TcpState>) {
     match s {
         Some(s) => text(buf, k, s.name()),
         None => null(buf, k),
@@ -78,8 +80,42 @@ fn errno(buf: &mut Vec<u8>, code: i32) {
     num(buf, "errno_code", code);
 }
 
+/// `"k":1.234` (milliseconds with microsecond precision) or `"k":null`.
+pub(super) fn opt_ms(buf: &mut Vec<u8>, k: &str, ns: Option<u64>) {
+    match ns {
+        Some(ns) => {
+            key(buf, k);
+            let _ = write!(buf, "{:.3}", ns as f64 / 1e6);
+        }
+        None => null(buf, k),
+    }
+}
+
+/// `"sock":{...}`: the socket numbers a state change carried.
+pub(super) fn sock(buf: &mut Vec<u8>, s: &SockSnapshot) {
+    key(buf, "sock");
+    buf.push(b'{');
+    for (i, (f, v)) in s.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        push_str(buf, f.name().as_bytes());
+        buf.push(b':');
+        match f {
+            Field::Timestamps | Field::WscaleOk | Field::KeepOpen => {
+                buf.extend_from_slice(if v != 0 { b"true" } else { b"false" })
+            }
+            Field::Linger2Jiffies => {
+                buf.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes())
+            }
+            _ => buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+        }
+    }
+    buf.push(b'}');
+}
+
 /// The opening of every record: type, times.
-fn head(buf: &mut Vec<u8>, ctx: &RenderCtx, ty: &str, ts_ns: u64) {
+pub(super) fn head(buf: &mut Vec<u8>, ctx: &RenderCtx, ty: &str, ts_ns: u64) {
     buf.extend_from_slice(b"{\"type\":");
     push_str(buf, ty.as_bytes());
     num(buf, "ts_ns", ts_ns);
@@ -110,16 +146,12 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u6
     let _ = write!(buf, "\"{}\"", ev.raddr);
     num(buf, "rport", ev.rport);
     match ev.kind {
-        EventKind::State { old, new } => {
+        EventKind::State { old, new, sock: s } => {
             text(buf, "old", old.name());
             text(buf, "new", new.name());
-            match prev_ns {
-                Some(ns) => {
-                    key(buf, "prev_ms");
-                    let ms = ns as f64 / 1e6;
-                    let _ = write!(buf, "{ms:.3}");
-                }
-                None => null(buf, "prev_ms"),
+            opt_ms(buf, "prev_ms", prev_ns);
+            if let Some(s) = &s {
+                sock(buf, s);
             }
         }
         EventKind::Retransmit {
@@ -174,6 +206,26 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u6
             errno(buf, code);
             opt_state(buf, "state", state);
         }
+        EventKind::TimeWait { state, timer_ms } => {
+            opt_state(buf, "state", state);
+            match timer_ms {
+                Some(ms) => num(buf, "timer_ms", ms),
+                None => null(buf, "timer_ms"),
+            }
+        }
+        EventKind::RequestGone => {}
+        EventKind::Existing {
+            state,
+            at_exit,
+            sock: s,
+        } => {
+            text(buf, "state", state.name());
+            key(buf, "at_exit");
+            buf.extend_from_slice(if at_exit { b"true" } else { b"false" });
+            if let Some(s) = &s {
+                sock(buf, s);
+            }
+        }
     }
     buf.push(b'}');
 }
@@ -185,11 +237,21 @@ impl<W: Write> Sink for JsonSink<W> {
         self.out.end_line()
     }
 
+    fn conn(&mut self, c: &Conn) -> io::Result<()> {
+        super::json_conn::render(&mut self.out.buf, &self.ctx, c);
+        self.out.buf.push(b'\n');
+        self.out.end_line()
+    }
+
     fn lost(&mut self, ts_ns: u64, count: u64) -> io::Result<()> {
         head(&mut self.out.buf, &self.ctx, "lost", ts_ns);
         num(&mut self.out.buf, "count", count);
         self.out.buf.extend_from_slice(b"}\n");
         self.out.end_line()
+    }
+
+    fn ctx_mut(&mut self) -> &mut RenderCtx {
+        &mut self.ctx
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -236,6 +298,7 @@ mod tests {
             &ev(EventKind::State {
                 old: TcpState::SYN_SENT,
                 new: TcpState::ESTABLISHED,
+                sock: None,
             }),
             Some(1_500_000),
             &ctx,

@@ -1,12 +1,14 @@
 //! Sinks: where decoded events go. Text and JSON lines share one buffered writer and one
 //! rendering context (wall clock, reset reason names).
 mod json;
+mod json_conn;
 mod text;
+mod text_conn;
 mod writer;
 
 use std::{collections::HashMap, io};
 
-use tcptrace_core::{clock::WallClock, event::Event};
+use tcptrace_core::{clock::WallClock, event::Event, lifecycle::Conn};
 
 pub use json::JsonSink;
 pub use text::TextSink;
@@ -30,8 +32,12 @@ impl RenderCtx {
 pub trait Sink {
     /// One event; `prev_ns` is the time spent in the old state for state events, when known.
     fn event(&mut self, ev: &Event, prev_ns: Option<u64>) -> io::Result<()>;
+    /// One finished connection lifecycle.
+    fn conn(&mut self, c: &Conn) -> io::Result<()>;
     /// `count` records were dropped by the kernel since the last report.
     fn lost(&mut self, ts_ns: u64, count: u64) -> io::Result<()>;
+    /// The rendering context, for what is learned while running.
+    fn ctx_mut(&mut self) -> &mut RenderCtx;
     /// Pushes buffered output to its destination.
     fn flush(&mut self) -> io::Result<()>;
 }

@@ -4,6 +4,7 @@ use std::io::{self, Write};
 use tcptrace_core::{
     clock::write_rfc3339_us,
     event::{Event, EventKind},
+    lifecycle::Conn,
     tcp::errno_name,
 };
 
@@ -14,16 +15,19 @@ pub struct TextSink<W: Write> {
     ctx: RenderCtx,
     addr_width: usize,
     header_pending: bool,
+    colour: bool,
 }
 
 impl<W: Write> TextSink<W> {
     /// `addr_width` is 15 when only IPv4 can appear, 39 otherwise.
     pub fn new(out: Out<W>, ctx: RenderCtx, addr_width: usize, header: bool) -> Self {
+        let colour = out.is_terminal();
         Self {
             out,
             ctx,
             addr_width,
             header_pending: header,
+            colour,
         }
     }
 
@@ -57,7 +61,7 @@ fn in_state(s: Option<tcptrace_core::tcp::TcpState>) -> String {
 /// Renders the EVENT column.
 pub fn describe(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u64>) {
     let _ = match ev.kind {
-        EventKind::State { old, new } => match prev_ns {
+        EventKind::State { old, new, .. } => match prev_ns {
             Some(ns) => write!(buf, "{old} -> {new} ({:.3} ms in {old})", ns as f64 / 1e6),
             None => write!(buf, "{old} -> {new}"),
         },
@@ -94,6 +98,17 @@ pub fn describe(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<
             errno_name(errno).unwrap_or("?"),
             in_state(state)
         ),
+        EventKind::TimeWait { state, timer_ms } => match (state, timer_ms) {
+            (Some(s), Some(ms)) => write!(buf, "TIMEWAIT-SOCKET {s} timer {ms} ms (sock_diag)"),
+            (Some(s), None) => write!(buf, "TIMEWAIT-SOCKET {s} (sock_diag)"),
+            (None, _) => write!(buf, "TIMEWAIT-SOCKET none (sock_diag)"),
+        },
+        EventKind::RequestGone => write!(buf, "REQUEST-GONE half-open handshake expired (sock_diag)"),
+        EventKind::Existing { state, at_exit, .. } => write!(
+            buf,
+            "EXISTING {state} ({}, sock_diag)",
+            if at_exit { "at exit" } else { "at start" }
+        ),
     };
 }
 
@@ -121,10 +136,22 @@ impl<W: Write> Sink for TextSink<W> {
         self.out.end_line()
     }
 
+    fn conn(&mut self, c: &Conn) -> io::Result<()> {
+        let mut time = Vec::with_capacity(16);
+        time_of_day(&mut time, &self.ctx, c.end_ns.unwrap_or(c.last_ns));
+        super::text_conn::render(&mut self.out.buf, &self.ctx, c, self.colour, &time);
+        self.out.buf.push(b'\n');
+        self.out.end_line()
+    }
+
     fn lost(&mut self, _ts_ns: u64, count: u64) -> io::Result<()> {
         // In text mode the loss goes to stderr (see the reader) so columns stay parseable.
         let _ = count;
         Ok(())
+    }
+
+    fn ctx_mut(&mut self) -> &mut RenderCtx {
+        &mut self.ctx
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -29,6 +29,11 @@ impl<W: Write> Out<W> {
         }
     }
 
+    /// Whether output goes to a terminal (line-buffered, colour allowed).
+    pub fn is_terminal(&self) -> bool {
+        self.line_buffered
+    }
+
     /// Called after each complete line.
     pub fn end_line(&mut self) -> io::Result<()> {
         if self.line_buffered || self.buf.len() >= FLUSH_AT {

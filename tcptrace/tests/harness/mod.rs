@@ -184,8 +184,17 @@ pub struct Tracer {
 impl Tracer {
     /// Starts `tcptrace --events --format json ARGS` and waits until it has attached.
     pub fn start(args: &[&str]) -> Self {
+        Self::spawn(&["--events", "--format", "json"], args)
+    }
+
+    /// Starts `tcptrace --format json ARGS` (one record per connection) and waits for attach.
+    pub fn lifecycle(args: &[&str]) -> Self {
+        Self::spawn(&["--format", "json"], args)
+    }
+
+    fn spawn(mode: &[&str], args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
-            .args(["--events", "--format", "json"])
+            .args(mode)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -327,4 +336,77 @@ pub fn spawn_attached(args: &[&str]) -> (Child, BufReader<std::process::ChildStd
     err.read_line(&mut line).expect("read stderr");
     assert!(line.starts_with("tcptrace: attached"), "{line}");
     (child, err)
+}
+
+/// One scripted TCP endpoint (`tests/peer/peer.py`) running inside a namespace.
+pub struct Peer {
+    pub guard: Guard,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Peer {
+    /// Starts `peer.py ROLE ADDR PORT [BYTES]` in `ns` and waits for its "ready" line.
+    pub fn start(ns: &str, role: &str, addr: &str, port: u16, bytes: usize) -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer/peer.py");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", script, role, addr])
+            .arg(port.to_string())
+            .arg(bytes.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn python3 peer");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut peer = Self {
+            guard: Guard(child),
+            out,
+        };
+        let first = peer.line();
+        assert!(
+            first == "ready" || first == "refused",
+            "{role}: expected ready, got {first:?}"
+        );
+        peer
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.out.read_line(&mut l).expect("peer stdout");
+        l.trim().to_string()
+    }
+
+    /// Waits for the peer to finish; returns its last line (bytes received).
+    pub fn finish(mut self) -> String {
+        let last = self.line();
+        assert!(
+            self.guard.wait_timeout(Duration::from_secs(20)),
+            "peer did not exit"
+        );
+        last
+    }
+}
+
+/// Connection records (`"type":"conn"`) whose remote or local port is `port`.
+pub fn conns(records: &[Value], port: u64) -> Vec<Value> {
+    records
+        .iter()
+        .filter(|r| r["type"] == "conn" && (r["lport"] == port || r["rport"] == port))
+        .cloned()
+        .collect()
+}
+
+/// The `state` names of a record's timeline.
+pub fn states(rec: &Value) -> Vec<String> {
+    rec["states"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s["state"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }

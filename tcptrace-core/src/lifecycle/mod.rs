@@ -1,0 +1,13 @@
+//! Connection lifecycles: the table that turns events into one record per connection, the
+//! record's model, and how its end is decided.
+pub mod conn;
+pub mod end;
+pub mod keys;
+pub mod table;
+
+pub use conn::{Conn, End, Options, Owner, Retransmits, Role, Visit, note};
+pub use keys::TupleKey;
+pub use table::{ConnTable, TableConfig, TableStats};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,346 @@
+//! Per-socket numbers carried by state changes: which `tcp_sock` fields to copy (a plan of
+//! memory windows built from the running kernel's BTF) and how to read them back.
+use tcptrace_common::{SNAP_BYTES, SNAP_WINDOW_LEN, SNAP_WINDOWS, SnapPlan};
+
+use crate::{btf::Btf, tcp::TcpState};
+
+/// One `tcp_sock` field a snapshot can carry. The discriminant indexes [`SockSnapshot`] arrays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Field {
+    /// `tcp_sock.bytes_acked`: payload bytes the peer acknowledged (sent and delivered).
+    BytesAcked,
+    /// `tcp_sock.bytes_received`: payload bytes received in order.
+    BytesReceived,
+    /// `tcp_sock.srtt_us >> 3`: smoothed RTT in microseconds.
+    SrttUs,
+    /// `tcp_sock.total_retrans`: segments retransmitted over the socket's life.
+    TotalRetrans,
+    /// `tcp_sock.rx_opt.mss_clamp`: the MSS the peer announced (bounded by `TCP_MAXSEG`).
+    MssClamp,
+    /// `tcp_sock.mss_cache`: current send MSS (payload per segment, after options).
+    MssCache,
+    /// `tcp_sock.rx_opt.tstamp_ok`: timestamps negotiated.
+    Timestamps,
+    /// `tcp_sock.rx_opt.wscale_ok`: window scaling negotiated.
+    WscaleOk,
+    /// `tcp_sock.rx_opt.sack_ok`: SACK negotiated (non-zero).
+    Sack,
+    /// `tcp_sock.rx_opt.snd_wscale`: the peer's window scale (applies to what we send).
+    SndWscale,
+    /// `tcp_sock.rx_opt.rcv_wscale`: our window scale.
+    RcvWscale,
+    /// `inet_connection_sock.icsk_syn_retries`: per-socket `TCP_SYNCNT` (0 = sysctl).
+    SynRetries,
+    /// `inet_connection_sock.icsk_user_timeout`: `TCP_USER_TIMEOUT` in ms (0 = none).
+    UserTimeoutMs,
+    /// `tcp_sock.keepalive_time`: per-socket `TCP_KEEPIDLE` in jiffies (0 = sysctl).
+    KeepaliveTimeJiffies,
+    /// `tcp_sock.keepalive_intvl`: per-socket `TCP_KEEPINTVL` in jiffies (0 = sysctl).
+    KeepaliveIntvlJiffies,
+    /// `tcp_sock.keepalive_probes`: per-socket `TCP_KEEPCNT` (0 = sysctl).
+    KeepaliveProbes,
+    /// `tcp_sock.linger2`: per-socket `TCP_LINGER2` in jiffies (0 = sysctl, < 0 = none).
+    Linger2Jiffies,
+    /// `sock.sk_flags`: `SO_KEEPALIVE` is bit `SOCK_KEEPOPEN`.
+    KeepOpen,
+}
+
+/// Number of [`Field`]s.
+pub const FIELDS: usize = 18;
+
+impl Field {
+    pub const ALL: [Field; FIELDS] = [
+        Self::BytesAcked,
+        Self::BytesReceived,
+        Self::SrttUs,
+        Self::TotalRetrans,
+        Self::MssClamp,
+        Self::MssCache,
+        Self::Timestamps,
+        Self::WscaleOk,
+        Self::Sack,
+        Self::SndWscale,
+        Self::RcvWscale,
+        Self::SynRetries,
+        Self::UserTimeoutMs,
+        Self::KeepaliveTimeJiffies,
+        Self::KeepaliveIntvlJiffies,
+        Self::KeepaliveProbes,
+        Self::Linger2Jiffies,
+        Self::KeepOpen,
+    ];
+
+    /// JSON key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BytesAcked => "bytes_acked",
+            Self::BytesReceived => "bytes_received",
+            Self::SrttUs => "srtt_us",
+            Self::TotalRetrans => "total_retrans",
+            Self::MssClamp => "mss_clamp",
+            Self::MssCache => "mss_cache",
+            Self::Timestamps => "timestamps",
+            Self::WscaleOk => "wscale_ok",
+            Self::Sack => "sack",
+            Self::SndWscale => "snd_wscale",
+            Self::RcvWscale => "rcv_wscale",
+            Self::SynRetries => "syn_retries",
+            Self::UserTimeoutMs => "user_timeout_ms",
+            Self::KeepaliveTimeJiffies => "keepalive_time_jiffies",
+            Self::KeepaliveIntvlJiffies => "keepalive_intvl_jiffies",
+            Self::KeepaliveProbes => "keepalive_probes",
+            Self::Linger2Jiffies => "linger2_jiffies",
+            Self::KeepOpen => "keepalive",
+        }
+    }
+
+    /// The field with JSON key `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Struct and member path in BTF.
+    fn btf_path(self) -> (&'static str, &'static str) {
+        match self {
+            Self::BytesAcked => ("tcp_sock", "bytes_acked"),
+            Self::BytesReceived => ("tcp_sock", "bytes_received"),
+            Self::SrttUs => ("tcp_sock", "srtt_us"),
+            Self::TotalRetrans => ("tcp_sock", "total_retrans"),
+            Self::MssClamp => ("tcp_sock", "rx_opt.mss_clamp"),
+            Self::MssCache => ("tcp_sock", "mss_cache"),
+            Self::Timestamps => ("tcp_sock", "rx_opt.tstamp_ok"),
+            Self::WscaleOk => ("tcp_sock", "rx_opt.wscale_ok"),
+            Self::Sack => ("tcp_sock", "rx_opt.sack_ok"),
+            Self::SndWscale => ("tcp_sock", "rx_opt.snd_wscale"),
+            Self::RcvWscale => ("tcp_sock", "rx_opt.rcv_wscale"),
+            Self::SynRetries => ("inet_connection_sock", "icsk_syn_retries"),
+            Self::UserTimeoutMs => ("inet_connection_sock", "icsk_user_timeout"),
+            Self::KeepaliveTimeJiffies => ("tcp_sock", "keepalive_time"),
+            Self::KeepaliveIntvlJiffies => ("tcp_sock", "keepalive_intvl"),
+            Self::KeepaliveProbes => ("tcp_sock", "keepalive_probes"),
+            Self::Linger2Jiffies => ("tcp_sock", "linger2"),
+            Self::KeepOpen => ("sock", "sk_flags"),
+        }
+    }
+
+    /// Whether the kernel value is signed.
+    fn signed(self) -> bool {
+        matches!(self, Self::Linger2Jiffies)
+    }
+}
+
+/// Where a field's bytes landed in the snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Loc {
+    /// Byte position in the snapshot.
+    pos: u16,
+    /// Bytes to load (little endian); for bitfields, the bytes holding the bits.
+    size: u8,
+    /// Bit position and width for bitfields (`bits == 0`: whole value).
+    bit: u8,
+    bits: u8,
+}
+
+/// How to read a snapshot back: one location per field (none when this kernel lacks it or it
+/// did not fit the plan).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapLayout {
+    locs: [Option<Loc>; FIELDS],
+}
+
+/// The numbers of one snapshot. `known` has bit `f as u8` set for each field present.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockSnapshot {
+    pub values: [u64; FIELDS],
+    pub known: u32,
+}
+
+impl SockSnapshot {
+    pub fn get(&self, f: Field) -> Option<u64> {
+        (self.known & (1 << f as u8) != 0).then(|| self.values[f as usize])
+    }
+
+    pub fn set(&mut self, f: Field, v: u64) {
+        self.values[f as usize] = v;
+        self.known |= 1 << f as u8;
+    }
+
+    /// A signed field (`linger2`), sign-restored.
+    pub fn get_signed(&self, f: Field) -> Option<i64> {
+        self.get(f).map(|v| v as i64)
+    }
+
+    /// Present fields with their values, in [`Field::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (Field, u64)> + '_ {
+        Field::ALL
+            .into_iter()
+            .filter_map(|f| self.get(f).map(|v| (f, v)))
+    }
+}
+
+/// On which new states userspace wants a snapshot: the handshake's end (options) and the
+/// socket's end (bytes, RTT, retransmits, per-socket overrides).
+pub const SNAP_STATES: [TcpState; 2] = [TcpState::ESTABLISHED, TcpState::CLOSE];
+
+struct Want {
+    field: Field,
+    /// Offset from `struct sock`.
+    off: u32,
+    size: u32,
+    bit: u32,
+    bits: u32,
+}
+
+/// Builds the plan the programs follow and the layout to decode its output. Fields this kernel
+/// does not have are left out; if the fields need more windows than the ABI has, the ones at
+/// the highest offsets are left out (never silently mis-read).
+pub fn plan(btf: &Btf) -> (SnapPlan, SnapLayout) {
+    let keepopen_bit = btf
+        .enum_values("sock_flags")
+        .and_then(|v| v.into_iter().find(|(n, _)| n == "SOCK_KEEPOPEN"))
+        .map(|(_, v)| v as u32);
+    let mut wants: Vec<Want> = Vec::new();
+    for field in Field::ALL {
+        let (st, path) = field.btf_path();
+        let Some(m) = btf.member(st, path) else {
+            continue;
+        };
+        let (size, bit, bits) = if field == Field::KeepOpen {
+            let Some(b) = keepopen_bit else { continue };
+            (1, b % 8, 1)
+        } else if m.bit_size != 0 {
+            (
+                (m.bit_offset + m.bit_size).div_ceil(8),
+                m.bit_offset,
+                m.bit_size,
+            )
+        } else {
+            (m.size, 0, 0)
+        };
+        let off = if field == Field::KeepOpen {
+            m.byte_offset + keepopen_bit.unwrap_or(0) / 8
+        } else {
+            m.byte_offset
+        };
+        if size == 0 || size > 8 {
+            continue;
+        }
+        wants.push(Want {
+            field,
+            off,
+            size,
+            bit,
+            bits,
+        });
+    }
+    wants.sort_by_key(|w| w.off);
+
+    let mut plan = SnapPlan::none();
+    let mut layout = SnapLayout::default();
+    let mut win: Option<(usize, u32)> = None; // (index, start offset)
+    for w in wants {
+        let fits = win.is_some_and(|(_, start)| w.off + w.size - start <= SNAP_WINDOW_LEN as u32);
+        if !fits {
+            let next = win.map_or(0, |(i, _)| i + 1);
+            if next >= SNAP_WINDOWS {
+                break;
+            }
+            win = Some((next, w.off));
+            plan.off[next] = w.off;
+            plan.n = next as u32 + 1;
+        }
+        let Some((i, start)) = win else { break };
+        plan.len[i] = plan.len[i].max(w.off + w.size - start);
+        layout.locs[w.field as usize] = Some(Loc {
+            pos: (i * SNAP_WINDOW_LEN) as u16 + (w.off - start) as u16,
+            size: w.size as u8,
+            bit: w.bit as u8,
+            bits: w.bits as u8,
+        });
+    }
+    for s in SNAP_STATES {
+        plan.new_states |= 1 << s.0;
+    }
+    (plan, layout)
+}
+
+impl SnapLayout {
+    /// Reads the fields out of a record's snapshot bytes.
+    pub fn decode(&self, snap: &[u8; SNAP_BYTES]) -> SockSnapshot {
+        let mut out = SockSnapshot::default();
+        for f in Field::ALL {
+            let Some(loc) = self.locs[f as usize] else {
+                continue;
+            };
+            let start = loc.pos as usize;
+            let Some(bytes) = snap.get(start..start + loc.size as usize) else {
+                continue;
+            };
+            let mut raw = [0u8; 8];
+            raw[..bytes.len()].copy_from_slice(bytes);
+            let mut v = u64::from_le_bytes(raw);
+            if loc.bits != 0 {
+                v = (v >> loc.bit) & ((1u64 << loc.bits) - 1);
+            } else if f.signed() && loc.size < 8 {
+                let shift = 64 - 8 * u32::from(loc.size);
+                v = (((v << shift) as i64) >> shift) as u64;
+            }
+            if f == Field::SrttUs {
+                v >>= 3;
+            }
+            out.set(f, v);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_plan_covers_every_field() {
+        let bytes = match std::fs::read("/sys/kernel/btf/vmlinux") {
+            Ok(b) => b,
+            Err(e) if std::env::var_os("CI").is_some() => panic!("vmlinux BTF: {e}"),
+            Err(e) => return eprintln!("skipping: {e}"),
+        };
+        let btf = Btf::parse(&bytes).unwrap();
+        let (plan, layout) = plan(&btf);
+        assert!(plan.n as usize <= SNAP_WINDOWS);
+        for f in Field::ALL {
+            assert!(layout.locs[f as usize].is_some(), "{f:?} not planned");
+        }
+        // Fill the windows from a fake socket image and read the fields back.
+        let sock_size = btf.struct_size("tcp_sock").unwrap() as usize;
+        let mut image = vec![0u8; sock_size];
+        let put = |image: &mut Vec<u8>, path: &str, v: u64, n: usize| {
+            let m = btf.member("tcp_sock", path).unwrap();
+            let o = m.byte_offset as usize;
+            image[o..o + n].copy_from_slice(&v.to_le_bytes()[..n]);
+        };
+        put(&mut image, "bytes_acked", 1_048_576, 8);
+        put(&mut image, "srtt_us", 8 * 250, 4);
+        put(&mut image, "rx_opt.mss_clamp", 1460, 2);
+        put(&mut image, "linger2", (-1i64) as u64, 4);
+        let mut snap = [0u8; SNAP_BYTES];
+        for i in 0..plan.n as usize {
+            let (o, l) = (plan.off[i] as usize, plan.len[i] as usize);
+            snap[i * SNAP_WINDOW_LEN..i * SNAP_WINDOW_LEN + l].copy_from_slice(&image[o..o + l]);
+        }
+        let s = layout.decode(&snap);
+        assert_eq!(s.get(Field::BytesAcked), Some(1_048_576));
+        assert_eq!(s.get(Field::SrttUs), Some(250));
+        assert_eq!(s.get(Field::MssClamp), Some(1460));
+        assert_eq!(s.get_signed(Field::Linger2Jiffies), Some(-1));
+        assert_eq!(plan.new_states, (1 << 1) | (1 << 7));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for f in Field::ALL {
+            assert_eq!(Field::from_name(f.name()), Some(f));
+        }
+    }
+}

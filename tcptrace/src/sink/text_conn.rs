@@ -1,0 +1,157 @@
+//! One readable line per finished connection: who, where, how it ended, and its state timeline.
+use std::io::Write as _;
+
+use tcptrace_core::{
+    lifecycle::{Conn, End, Role},
+    tcp::{TcpState, errno_name},
+};
+
+use super::RenderCtx;
+
+/// A duration for people: `0.05ms`, `12.3ms`, `3.2s`, `2m03s`, `1h02m`.
+pub fn human_ns(ns: u64) -> String {
+    let ms = ns as f64 / 1e6;
+    if ms < 1.0 {
+        format!("{ms:.2}ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.1}ms")
+    } else if ms < 60_000.0 {
+        format!("{:.1}s", ms / 1000.0)
+    } else if ms < 3_600_000.0 {
+        let s = (ms / 1000.0) as u64;
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        let m = (ms / 60_000.0) as u64;
+        format!("{}h{:02}m", m / 60, m % 60)
+    }
+}
+
+/// Bytes for people: `512 B`, `1.2 KB`, `3.4 MB` (powers of 1000, like `ss`).
+pub fn human_bytes(b: u64) -> String {
+    match b {
+        0..1_000 => format!("{b} B"),
+        1_000..1_000_000 => format!("{:.1} KB", b as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        _ => format!("{:.1} GB", b as f64 / 1e9),
+    }
+}
+
+fn end_colour(end: End) -> &'static str {
+    match end {
+        End::Closed => "\x1b[32m",
+        End::Open => "\x1b[33m",
+        _ => "\x1b[31m",
+    }
+}
+
+fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+    }
+}
+
+/// Renders the line (without the trailing newline). `time` is the time-of-day prefix.
+pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: &[u8]) {
+    buf.extend_from_slice(time);
+    let who = match c.owner {
+        Some(o) => format!("{}({})", o.comm.to_string_lossy(), o.pid),
+        None => "?".to_string(),
+    };
+    let (l, r) = (endpoint(c.laddr, c.lport), endpoint(c.raddr, c.rport));
+    let arrow = match c.role {
+        Role::Server => format!("{l} <- {r}"),
+        _ => format!("{l} -> {r}"),
+    };
+    let end = c.end.unwrap_or(End::Open);
+    let (on, off) = if colour {
+        (end_colour(end), "\x1b[0m")
+    } else {
+        ("", "")
+    };
+    let _ = write!(buf, " {who} {} {arrow}", c.role.name());
+    if let Some(ns) = c.netns {
+        let _ = write!(buf, " netns {ns}");
+    }
+    let _ = write!(buf, " {on}{}{off}", end.name());
+    if let Some(d) = c.duration_ns() {
+        let _ = write!(buf, " after {}", human_ns(d));
+    }
+    buf.extend_from_slice(b": ");
+    for (i, (state, ns)) in c.spans().enumerate() {
+        if i > 0 {
+            buf.extend_from_slice(" → ".as_bytes());
+        }
+        let _ = match ns {
+            Some(ns) => write!(buf, "{state} {}", human_ns(ns)),
+            None => write!(buf, "{state} ?"),
+        };
+    }
+    if let Some((state, timer)) = c.time_wait {
+        let what = if state == TcpState::TIME_WAIT {
+            "TIME_WAIT".to_string()
+        } else {
+            format!("{state} (orphan, timewait socket)")
+        };
+        let _ = match timer {
+            Some(ms) => write!(buf, " → {what} {}", human_ns(u64::from(ms) * 1_000_000)),
+            None => write!(buf, " → {what}"),
+        };
+    }
+    let mut facts: Vec<String> = Vec::new();
+    if let (Some(tx), Some(rx)) = (c.bytes_sent(), c.bytes_received()) {
+        facts.push(format!("{} out, {} in", human_bytes(tx), human_bytes(rx)));
+    }
+    if let Some(us) = c.srtt_us().filter(|us| *us > 0) {
+        facts.push(format!("rtt {}", human_ns(us * 1000)));
+    }
+    let rt = &c.retransmits;
+    if rt.total > 0 {
+        let parts: Vec<String> = rt.states().map(|(s, n)| format!("{n} in {s}")).collect();
+        facts.push(format!("{} retransmits ({})", rt.total, parts.join(", ")));
+    }
+    if c.resets_sent + c.resets_received > 0 {
+        let reason = c
+            .reset_reason
+            .map(|r| {
+                ctx.reason_name(r)
+                    .map_or_else(|| format!(" reason {r}"), |n| format!(" {n}"))
+            })
+            .unwrap_or_default();
+        facts.push(format!(
+            "RST sent {} received {}{reason}",
+            c.resets_sent, c.resets_received
+        ));
+    }
+    if let Some(e) = c.error {
+        facts.push(format!("error {}", errno_name(e).unwrap_or("?")));
+    }
+    if let Some(cl) = c.closer
+        && c.owner.is_none_or(|o| o.pid != cl.pid)
+    {
+        facts.push(format!("closed by {}({})", cl.comm.to_string_lossy(), cl.pid));
+    }
+    let notes: Vec<&str> = c.note_names().collect();
+    if !notes.is_empty() {
+        facts.push(format!("[{}]", notes.join(", ")));
+    }
+    if !facts.is_empty() {
+        let _ = write!(buf, " | {}", facts.join("; "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_ns(50_000), "0.05ms");
+        assert_eq!(human_ns(12_340_000), "12.3ms");
+        assert_eq!(human_ns(3_200_000_000), "3.2s");
+        assert_eq!(human_ns(123_000_000_000), "2m03s");
+        assert_eq!(human_ns(3_720_000_000_000), "1h02m");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1_200_000), "1.2 MB");
+    }
+}
