@@ -78,9 +78,9 @@ pub struct StateRecord {
 }
 
 /// Number of socket windows a snapshot copies (see [`SnapPlan`](crate::SnapPlan)).
-pub const SNAP_WINDOWS: usize = 8;
+pub const SNAP_WINDOWS: usize = 16;
 /// Bytes per snapshot window.
-pub const SNAP_WINDOW_LEN: usize = 32;
+pub const SNAP_WINDOW_LEN: usize = 16;
 /// Bytes of socket memory a snapshot carries.
 pub const SNAP_BYTES: usize = SNAP_WINDOWS * SNAP_WINDOW_LEN;
 

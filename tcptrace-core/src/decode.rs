@@ -317,13 +317,25 @@ mod tests {
             ..Default::default()
         };
         let bytes = as_bytes(&rec);
-        assert_eq!(decode(&bytes[..50], &SnapLayout::default()), Err(DecodeError::Length(50)));
-        assert_eq!(decode(&[], &SnapLayout::default()), Err(DecodeError::Length(0)));
+        assert_eq!(
+            decode(&bytes[..50], &SnapLayout::default()),
+            Err(DecodeError::Length(50))
+        );
+        assert_eq!(
+            decode(&[], &SnapLayout::default()),
+            Err(DecodeError::Length(0))
+        );
         let mut long = bytes.clone();
         long.push(0);
-        assert_eq!(decode(&long, &SnapLayout::default()), Err(DecodeError::Length(97)));
+        assert_eq!(
+            decode(&long, &SnapLayout::default()),
+            Err(DecodeError::Length(97))
+        );
         let mut unknown = bytes;
         unknown[0] = 200;
-        assert_eq!(decode(&unknown, &SnapLayout::default()), Err(DecodeError::UnknownKind(200)));
+        assert_eq!(
+            decode(&unknown, &SnapLayout::default()),
+            Err(DecodeError::UnknownKind(200))
+        );
     }
 }

@@ -23,12 +23,16 @@ pub enum ReplayError {
     Field(&'static str),
 }
 
-/// What one line held.
+/// What one line held. (`Event` is large, but lines are consumed one at a time.)
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Line {
     Event(Event),
     /// The kernel dropped `count` records here.
-    Lost { ts_ns: u64, count: u64 },
+    Lost {
+        ts_ns: u64,
+        count: u64,
+    },
     /// A record type replay does not consume (e.g. `conn`).
     Other,
 }

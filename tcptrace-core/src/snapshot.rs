@@ -42,7 +42,7 @@ pub enum Field {
     KeepaliveProbes,
     /// `tcp_sock.linger2`: per-socket `TCP_LINGER2` in jiffies (0 = sysctl, < 0 = none).
     Linger2Jiffies,
-    /// `sock.sk_flags`: `SO_KEEPALIVE` is bit `SOCK_KEEPOPEN`.
+    /// `sk_flags` (`sock_common.skc_flags` on 6.x): `SO_KEEPALIVE` is bit `SOCK_KEEPOPEN`.
     KeepOpen,
 }
 
@@ -120,7 +120,8 @@ impl Field {
             Self::KeepaliveIntvlJiffies => ("tcp_sock", "keepalive_intvl"),
             Self::KeepaliveProbes => ("tcp_sock", "keepalive_probes"),
             Self::Linger2Jiffies => ("tcp_sock", "linger2"),
-            Self::KeepOpen => ("sock", "sk_flags"),
+            // 6.x moved it into `sock_common` (`#define sk_flags __sk_common.skc_flags`).
+            Self::KeepOpen => ("sock", "__sk_common.skc_flags"),
         }
     }
 
@@ -203,7 +204,11 @@ pub fn plan(btf: &Btf) -> (SnapPlan, SnapLayout) {
     let mut wants: Vec<Want> = Vec::new();
     for field in Field::ALL {
         let (st, path) = field.btf_path();
-        let Some(m) = btf.member(st, path) else {
+        let member = match field {
+            Field::KeepOpen => btf.member(st, path).or_else(|| btf.member(st, "sk_flags")),
+            _ => btf.member(st, path),
+        };
+        let Some(m) = member else {
             continue;
         };
         let (size, bit, bits) = if field == Field::KeepOpen {
@@ -310,7 +315,10 @@ mod tests {
         let (plan, layout) = plan(&btf);
         assert!(plan.n as usize <= SNAP_WINDOWS);
         for f in Field::ALL {
-            assert!(layout.locs[f as usize].is_some(), "{f:?} not planned");
+            assert!(
+                layout.locs[f as usize].is_some(),
+                "{f:?} not planned: {plan:?}"
+            );
         }
         // Fill the windows from a fake socket image and read the fields back.
         let sock_size = btf.struct_size("tcp_sock").unwrap() as usize;

@@ -69,7 +69,11 @@ mod tests {
             lport: 1,
             raddr: Event::unspecified(Family::Inet),
             rport: 2,
-            kind: EventKind::State { old, new },
+            kind: EventKind::State {
+                old,
+                new,
+                sock: None,
+            },
         }
     }
 

@@ -4,6 +4,7 @@
 //! or are still open at exit. Each answer becomes an [`Event`], so `replay` sees it too.
 use std::{collections::HashMap, path::PathBuf};
 
+use tcptrace_common::{AF_INET, AF_INET6, Filter};
 use tcptrace_core::{
     event::{Comm, Event, EventKind, Family},
     lifecycle::ConnTable,
@@ -20,13 +21,15 @@ const LOOKUPS_PER_SEC: u32 = 2000;
 const HALF_OPEN_IDLE_NS: u64 = 1_500_000_000;
 
 /// Full-socket states of a seed dump (everything but TIME_WAIT, CLOSE and request sockets).
-const SEED_STATES: u32 = (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9)
-    | (1 << 10)
-    | (1 << 11);
+const SEED_STATES: u32 =
+    (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11);
 
 pub struct Augmenter {
     enabled: bool,
     netns_filter: Option<u32>,
+    /// The user's family/port filters, applied to dumped sockets as the kernel applies them
+    /// to events.
+    filter: Filter,
     own_ns: u32,
     paths: HashMap<u32, PathBuf>,
     diag: HashMap<u32, Option<NetnsDiag>>,
@@ -76,10 +79,11 @@ fn snapshot(info: &TcpInfo) -> SockSnapshot {
 
 impl Augmenter {
     /// `enabled` false (e.g. no BTF, so no namespaces): no facts at all.
-    pub fn new(enabled: bool, netns_filter: Option<u32>) -> Self {
+    pub fn new(enabled: bool, netns_filter: Option<u32>, filter: Filter) -> Self {
         Self {
             enabled,
             netns_filter,
+            filter,
             own_ns: own_netns().unwrap_or(0),
             paths: HashMap::new(),
             diag: HashMap::new(),
@@ -131,7 +135,9 @@ impl Augmenter {
                 }
                 match self.paths.get(&netns) {
                     Some(p) => NetnsDiag::open(p),
-                    None => Err(std::io::Error::other("no process or /run/netns entry holds it")),
+                    None => Err(std::io::Error::other(
+                        "no process or /run/netns entry holds it",
+                    )),
                 }
             };
             let d = match opened {
@@ -258,7 +264,7 @@ impl Augmenter {
             };
             // Listeners first: they tell which seeded sockets are server side.
             socks.sort_by_key(|s| s.state != TcpState::LISTEN.0);
-            for s in socks.into_iter().filter(|s| !s.mini) {
+            for s in socks.into_iter().filter(|s| !s.mini && self.wanted(s)) {
                 let (pid, comm) = owners
                     .get(&s.inode)
                     .map_or((0, Comm::default()), |(p, c)| (*p, Comm::new(c)));
@@ -287,6 +293,21 @@ impl Augmenter {
                 });
             }
         }
+    }
+
+    fn wanted(&self, s: &DiagSock) -> bool {
+        let f = &self.filter;
+        let family = if s.tuple.laddr.is_ipv6() {
+            AF_INET6
+        } else {
+            AF_INET
+        };
+        let listed = |port: u16, n: u8, list: &[u16]| {
+            n == 0 || list[..usize::from(n).min(list.len())].contains(&port)
+        };
+        (f.family == 0 || f.family == family)
+            && listed(s.tuple.lport, f.n_lports, &f.lports)
+            && listed(s.tuple.rport, f.n_rports, &f.rports)
     }
 
     /// The sockets that exist as tracing starts.

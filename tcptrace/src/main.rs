@@ -100,7 +100,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let mut pipeline = Pipeline::new(cfg.mode, table, cfg.conn_filter.clone(), sink.as_mut());
     let namespaces = tracer.snap_available();
-    let mut augment = Augmenter::new(namespaces, cfg.conn_filter.netns);
+    let mut augment = Augmenter::new(namespaces, cfg.conn_filter.netns, cfg.filter);
     eprintln!(
         "tcptrace: attached {}; tracing (Ctrl-C to stop)",
         hooks.join(" ")

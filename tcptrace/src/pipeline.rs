@@ -37,9 +37,7 @@ pub struct ConnFilter {
 
 impl ConnFilter {
     pub fn keep(&self, c: &Conn) -> bool {
-        let visited = |s: TcpState| {
-            c.visited(s) || c.time_wait.is_some_and(|(tw, _)| tw == s)
-        };
+        let visited = |s: TcpState| c.visited(s) || c.time_wait.is_some_and(|(tw, _)| tw == s);
         (self.states.is_empty() || self.states.iter().any(|s| visited(*s)))
             && self
                 .min_duration_ns
@@ -109,7 +107,10 @@ impl<'s> Pipeline<'s> {
     /// A reset reason's name: for printing, and to know which resets are aborts in `close()`.
     pub fn learn_reason(&mut self, code: u32, name: &str) {
         self.table.learn_reason(code, name);
-        self.sink.ctx_mut().reset_reasons.insert(code, name.to_string());
+        self.sink
+            .ctx_mut()
+            .reset_reasons
+            .insert(code, name.to_string());
     }
 
     /// The wall clock records are printed in (replay takes the recording host's).

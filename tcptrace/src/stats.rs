@@ -74,7 +74,11 @@ impl fmt::Display for Stats {
             )?;
         }
         if self.diag_skipped > 0 {
-            write!(f, "; {} sock_diag lookups skipped (budget)", self.diag_skipped)?;
+            write!(
+                f,
+                "; {} sock_diag lookups skipped (budget)",
+                self.diag_skipped
+            )?;
         }
         Ok(())
     }

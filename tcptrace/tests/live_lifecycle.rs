@@ -23,7 +23,10 @@ fn records(tracer: Tracer, port: u16, n: usize) -> Vec<Value> {
     let ok = tracer.wait_for(WAIT, |r| conns(r, port).len() >= n);
     let (all, stderr) = tracer.stop();
     let recs = conns(&all, port);
-    assert!(ok, "expected {n} records on port {port}, got {recs:#?}\n{stderr}");
+    assert!(
+        ok,
+        "expected {n} records on port {port}, got {recs:#?}\n{stderr}"
+    );
     recs
 }
 
@@ -50,13 +53,22 @@ fn orderly_client_close(ipv6: bool, port: u16) {
     assert_eq!(c["laddr"], cli.as_str());
     assert_eq!(c["raddr"], srv.as_str());
     assert_eq!(c["netns"], NetPair::inode(&net.cli));
-    assert_eq!((c["pid"].as_u64(), c["comm"].as_str()), (Some(cpid.into()), Some("python3")));
-    assert_eq!(states(c), ["SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2"]);
+    assert_eq!(
+        (c["pid"].as_u64(), c["comm"].as_str()),
+        (Some(cpid.into()), Some("python3"))
+    );
+    assert_eq!(
+        states(c),
+        ["SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2"]
+    );
     assert_eq!(c["end"], "closed");
     assert_eq!(c["time_wait_state"], "TIME_WAIT");
     let tw = c["time_wait_ms"].as_u64().expect("TIME_WAIT timer");
     assert!((50_000..=60_000).contains(&tw), "TIME_WAIT timer {tw} ms");
-    assert_eq!((c["bytes_sent"].as_u64(), c["bytes_received"].as_u64()), (Some(4321), Some(777)));
+    assert_eq!(
+        (c["bytes_sent"].as_u64(), c["bytes_received"].as_u64()),
+        (Some(4321), Some(777))
+    );
     assert_eq!(c["closer"]["pid"].as_u64(), Some(cpid.into()));
     // veth MTU 1500: MSS 1460 (IPv4) or 1440 (IPv6); Linux offers SACK, timestamps, wscale.
     assert_eq!(c["options"]["mss"], if ipv6 { 1440 } else { 1460 });
@@ -71,11 +83,21 @@ fn orderly_client_close(ipv6: bool, port: u16) {
 
     let s = role(&recs, "server");
     assert_eq!(s["netns"], NetPair::inode(&net.srv));
-    assert_eq!(s["pid"].as_u64(), Some(spid.into()), "owner is the listening process");
-    assert_eq!(states(s), ["SYN_RECV", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK"]);
+    assert_eq!(
+        s["pid"].as_u64(),
+        Some(spid.into()),
+        "owner is the listening process"
+    );
+    assert_eq!(
+        states(s),
+        ["SYN_RECV", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK"]
+    );
     assert_eq!(s["end"], "closed");
     assert_eq!(s["time_wait_state"], Value::Null);
-    assert_eq!((s["bytes_sent"].as_u64(), s["bytes_received"].as_u64()), (Some(777), Some(4321)));
+    assert_eq!(
+        (s["bytes_sent"].as_u64(), s["bytes_received"].as_u64()),
+        (Some(777), Some(4321))
+    );
     assert_eq!(s["closer"]["pid"].as_u64(), Some(spid.into()));
 }
 
@@ -102,11 +124,17 @@ fn server_active_close() {
     server.finish();
     let recs = records(tracer, 9603, 2);
     let s = role(&recs, "server");
-    assert_eq!(states(s), ["SYN_RECV", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2"]);
+    assert_eq!(
+        states(s),
+        ["SYN_RECV", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2"]
+    );
     assert_eq!(s["end"], "closed");
     assert_eq!(s["time_wait_state"], "TIME_WAIT");
     let c = role(&recs, "client");
-    assert_eq!(states(c), ["SYN_SENT", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK"]);
+    assert_eq!(
+        states(c),
+        ["SYN_SENT", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK"]
+    );
     assert_eq!(c["end"], "closed");
     assert_eq!(c["bytes_received"].as_u64(), Some(1000));
 }
@@ -201,10 +229,19 @@ fn connection_opened_before_tracing_is_open_at_exit() {
         assert_eq!(r["end"], "open");
         assert_eq!(r["start"], Value::Null);
         assert_eq!(states(r), ["ESTABLISHED"]);
-        assert!(r["notes"].as_array().unwrap().contains(&"preexisting".into()));
+        assert!(
+            r["notes"]
+                .as_array()
+                .unwrap()
+                .contains(&"preexisting".into())
+        );
     }
     let c = role(&recs, "client");
-    assert_eq!(c["pid"].as_u64(), Some(client.pid().into()), "owner from /proc");
+    assert_eq!(
+        c["pid"].as_u64(),
+        Some(client.pid().into()),
+        "owner from /proc"
+    );
     let s = role(&recs, "server");
     assert_eq!(s["pid"].as_u64(), Some(server.pid().into()));
     drop((client, server));

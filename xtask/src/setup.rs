@@ -35,6 +35,7 @@ fn packages(major: u32) -> Vec<(String, String)> {
         ("iproute2".into(), "/usr/sbin/ip".into()),
         ("netcat-openbsd".into(), "/usr/bin/nc.openbsd".into()),
         ("socat".into(), "/usr/bin/socat".into()),
+        ("python3".into(), "/usr/bin/python3".into()),
     ]
 }
 

@@ -325,11 +325,11 @@ impl Conn {
             .enumerate()
             .filter(|(_, v)| v.state != TcpState::CLOSE)
             .map(move |(i, v)| {
-                let until = self
-                    .visits
-                    .get(i + 1)
-                    .map_or(end, |n| n.since_ns)
-                    .or(end);
+                // The next state's entry ends this one; an unknown entry leaves it unknown.
+                let until = match self.visits.get(i + 1) {
+                    Some(n) => n.since_ns,
+                    None => end,
+                };
                 let ns = match (v.since_ns, until) {
                     (Some(a), Some(b)) if b >= a => Some(b - a),
                     _ => None,
@@ -370,7 +370,9 @@ impl Conn {
     fn fin_received(&self) -> bool {
         self.visited(TcpState::CLOSE_WAIT)
             || self.visited(TcpState::CLOSING)
-            || self.time_wait.is_some_and(|(s, _)| s == TcpState::TIME_WAIT)
+            || self
+                .time_wait
+                .is_some_and(|(s, _)| s == TcpState::TIME_WAIT)
     }
 
     /// Payload bytes the peer acknowledged: `tcp_sock.bytes_acked` less the sequence numbers

@@ -296,7 +296,8 @@ impl ConnTable {
 
     /// Drops the least recently active sixteenth of the live connections (at least one).
     fn evict(&mut self, out: &mut Vec<Conn>) {
-        let mut ages: Vec<(u64, SockKey)> = self.live.iter().map(|(k, c)| (c.last_ns, *k)).collect();
+        let mut ages: Vec<(u64, SockKey)> =
+            self.live.iter().map(|(k, c)| (c.last_ns, *k)).collect();
         let n = (ages.len() / 16).max(1).min(ages.len());
         if n == 0 {
             return;
@@ -528,7 +529,11 @@ impl ConnTable {
             };
             if let Some(c) = self.seeded.get_mut(&tuple) {
                 refresh(c);
-            } else if let Some(c) = self.live.values_mut().find(|c| TupleKey::of_conn(c) == tuple) {
+            } else if let Some(c) = self
+                .live
+                .values_mut()
+                .find(|c| TupleKey::of_conn(c) == tuple)
+            {
                 refresh(c);
             }
             return;
@@ -540,7 +545,11 @@ impl ConnTable {
             netns: tuple.netns,
             port: ev.lport,
         });
-        let role = if listening { Role::Server } else { Role::Client };
+        let role = if listening {
+            Role::Server
+        } else {
+            Role::Client
+        };
         let mut c = self.new_conn(ev, role);
         c.sk = 0;
         c.owner = owner;
@@ -575,7 +584,8 @@ impl ConnTable {
         let end = classify(&c);
         if end == End::ResetSent
             && c.closer.is_none()
-            && c.reset_reason.is_some_and(|r| self.cfg.abort_reasons.contains(&r))
+            && c.reset_reason
+                .is_some_and(|r| self.cfg.abort_reasons.contains(&r))
         {
             c.closer = c.close_task;
         }

@@ -1,0 +1,223 @@
+//! The table on a recorded stream (`tests/fixtures/netns_scenarios.jsonl`: real events of
+//! six scenarios between two namespaces, recorded with `tcptrace --events --format json`), and
+//! on deliberately damaged copies of it: reused socket addresses, a lost event, a tiny table.
+use std::collections::HashMap;
+
+use super::*;
+use crate::{
+    event::{Event, EventKind},
+    replay::{Line, parse_line},
+    tcp::TcpState,
+};
+
+const FIXTURE: &str = include_str!("../../tests/fixtures/netns_scenarios.jsonl");
+
+fn events() -> Vec<Event> {
+    FIXTURE
+        .lines()
+        .filter_map(|l| match parse_line(l, false).expect("fixture line").line {
+            Line::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+fn run(evs: &[Event], cfg: TableConfig) -> (Vec<Conn>, TableStats) {
+    let mut t = ConnTable::new(cfg);
+    let mut out = Vec::new();
+    for e in evs {
+        t.advance(e.ts_ns, &mut out);
+        t.process(e, &mut out);
+    }
+    let end = evs.last().map_or(0, |e| e.ts_ns);
+    t.finish_all(end, &mut out);
+    (out, t.stats)
+}
+
+/// What a record says, in one comparable line (no addresses, times or ids).
+fn summary(c: &Conn) -> String {
+    let states: Vec<&str> = c.spans().map(|(s, _)| s.name()).collect();
+    format!(
+        "{} {} {} tw={:?} tx={:?} rx={:?} rst={}/{} err={:?} rtx={} notes={:?}",
+        port(c),
+        c.role.name(),
+        states.join(">"),
+        c.time_wait.map(|(s, _)| s.name()),
+        c.bytes_sent(),
+        c.bytes_received(),
+        c.resets_sent,
+        c.resets_received,
+        c.error,
+        c.retransmits.total,
+        c.note_names().collect::<Vec<_>>(),
+    )
+}
+
+fn summaries(conns: &[Conn]) -> Vec<String> {
+    let mut v: Vec<String> = conns.iter().map(summary).collect();
+    v.sort();
+    v
+}
+
+fn port(c: &Conn) -> u16 {
+    if c.role == Role::Server {
+        c.lport
+    } else {
+        c.rport
+    }
+}
+
+#[test]
+fn recorded_scenarios_give_whole_records() {
+    let (conns, stats) = run(&events(), TableConfig::default());
+    assert_eq!(stats.evicted, 0);
+    let by = |p: u16, r: Role| {
+        conns
+            .iter()
+            .find(|c| port(c) == p && c.role == r)
+            .unwrap_or_else(|| panic!("no {r:?} record on {p}"))
+    };
+    let c = by(9701, Role::Client);
+    assert_eq!(c.end, Some(End::Closed));
+    assert_eq!(c.time_wait.map(|t| t.0), Some(TcpState::TIME_WAIT));
+    assert_eq!(
+        (c.bytes_sent(), c.bytes_received()),
+        (Some(4321), Some(777))
+    );
+    assert!(c.owner.is_some_and(|o| o.comm.bytes() == b"python3"));
+    let s = by(9701, Role::Server);
+    assert_eq!(s.end, Some(End::Closed));
+    assert_eq!(s.owner.map(|o| o.pid), s.closer.map(|o| o.pid));
+    assert_eq!(
+        by(9702, Role::Server).time_wait.map(|t| t.0),
+        Some(TcpState::TIME_WAIT)
+    );
+    assert_eq!(by(9703, Role::Client).end, Some(End::Refused));
+    assert_eq!(by(9704, Role::Client).end, Some(End::ResetSent));
+    assert_eq!(by(9704, Role::Server).end, Some(End::ResetReceived));
+    assert_eq!(by(9705, Role::Client).bytes_sent(), Some(200_000));
+    let t = by(9706, Role::Client);
+    assert_eq!(t.end, Some(End::Timeout));
+    assert_eq!(t.retransmits.by_state[TcpState::SYN_SENT.0 as usize], 2);
+    assert!(
+        conns.iter().all(|c| c.notes == 0),
+        "{:#?}",
+        summaries(&conns)
+    );
+}
+
+#[test]
+fn reused_socket_addresses_never_share_a_lifecycle() {
+    let evs = events();
+    let (before, _) = run(&evs, TableConfig::default());
+    // The kernel reuses freed sockets; push that to the extreme: every connection socket of a
+    // namespace gets the same address (listeners keep theirs, they overlap with children).
+    let listeners: Vec<u64> = evs
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::State {
+                    new: TcpState::LISTEN,
+                    ..
+                }
+            )
+        })
+        .map(|e| e.sk)
+        .collect();
+    let mut one_per_ns: HashMap<Option<u32>, u64> = HashMap::new();
+    let reused: Vec<Event> = evs
+        .iter()
+        .map(|e| {
+            let mut e = *e;
+            if e.sk != 0 && !listeners.contains(&e.sk) {
+                e.sk = *one_per_ns.entry(e.netns).or_insert(e.sk);
+            }
+            e
+        })
+        .collect();
+    let (after, stats) = run(&reused, TableConfig::default());
+    assert_eq!(summaries(&before), summaries(&after));
+    assert_eq!(stats.missed, 0);
+}
+
+#[test]
+fn a_lost_event_is_admitted_and_contained() {
+    let evs = events();
+    let (before, _) = run(&evs, TableConfig::default());
+    let victim = evs
+        .iter()
+        .position(|e| {
+            e.rport == 9701
+                && matches!(
+                    e.kind,
+                    EventKind::State {
+                        old: TcpState::FIN_WAIT1,
+                        ..
+                    }
+                )
+        })
+        .expect("client FIN_WAIT1 transition");
+    let mut damaged = evs.clone();
+    damaged.remove(victim);
+    let (after, stats) = run(&damaged, TableConfig::default());
+    assert_eq!(stats.missed, 1);
+    let hurt: Vec<&Conn> = after.iter().filter(|c| c.notes != 0).collect();
+    assert_eq!(hurt.len(), 1);
+    let c = hurt[0];
+    assert!(c.has_note(note::MISSED_EVENTS));
+    assert_eq!(c.end, Some(End::Closed));
+    // The state whose entry we missed is still listed, with an unknown duration before it.
+    let spans: Vec<(TcpState, bool)> = c.spans().map(|(s, ns)| (s, ns.is_some())).collect();
+    assert!(spans.contains(&(TcpState::FIN_WAIT1, false)), "{spans:?}");
+    // Everything else is untouched.
+    let rest = |v: &[Conn]| -> Vec<String> {
+        summaries(v)
+            .into_iter()
+            .filter(|s| !s.starts_with("9701 client"))
+            .collect()
+    };
+    let (rest_before, rest_after) = (rest(&before), rest(&after));
+    assert_eq!(rest_before, rest_after);
+}
+
+#[test]
+fn eviction_bounds_the_table_and_loses_nothing_silently() {
+    let evs = events();
+    let (full, _) = run(&evs, TableConfig::default());
+    let (small, stats) = run(
+        &evs,
+        TableConfig {
+            max_conns: 1,
+            ..TableConfig::default()
+        },
+    );
+    assert!(stats.evicted > 0);
+    let evicted = small.iter().filter(|c| c.has_note(note::EVICTED)).count() as u64;
+    assert_eq!(evicted, stats.evicted, "every eviction is a record");
+    assert!(small.len() >= full.len());
+    assert!(
+        small
+            .iter()
+            .filter(|c| c.has_note(note::EVICTED))
+            .all(|c| c.end == Some(End::Open))
+    );
+}
+
+#[test]
+fn closed_connections_wait_for_trailing_facts_only_briefly() {
+    let evs = events();
+    let mut t = ConnTable::new(TableConfig::default());
+    let mut out = Vec::new();
+    for e in &evs {
+        t.process(e, &mut out);
+    }
+    assert!(out.is_empty(), "nothing is emitted before its grace period");
+    let last = evs.last().unwrap().ts_ns;
+    t.advance(last + 10_000_000, &mut out);
+    assert_eq!(
+        out.len(),
+        10,
+        "all closed connections out 10 ms after the last event"
+    );
+}

@@ -26,7 +26,10 @@ pub fn netns_paths() -> HashMap<u32, PathBuf> {
     if let Ok(dir) = fs::read_dir("/proc") {
         for e in dir.flatten() {
             let name = e.file_name();
-            if name.to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+            if name
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            {
                 add(e.path().join("ns/net"));
             }
         }

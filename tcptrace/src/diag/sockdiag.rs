@@ -187,7 +187,10 @@ impl NetnsDiag {
     /// Every TCP socket of both families whose state bit is set in `states`.
     pub fn dump(&mut self, states: u32, with_info: bool) -> io::Result<Vec<DiagSock>> {
         let mut out = Vec::new();
-        for (family, id) in [(AF_INET, SocketId::new_v4()), (AF_INET6, SocketId::new_v6())] {
+        for (family, id) in [
+            (AF_INET, SocketId::new_v4()),
+            (AF_INET6, SocketId::new_v6()),
+        ] {
             let req = InetRequest {
                 family,
                 protocol: IPPROTO_TCP,

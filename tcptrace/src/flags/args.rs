@@ -53,7 +53,12 @@ pub struct Args {
 
     /// Only connections that visited this state (repeatable or comma-separated, e.g.
     /// SYN_SENT,TIME_WAIT).
-    #[arg(long = "state", value_name = "STATE", value_delimiter = ',', global = true)]
+    #[arg(
+        long = "state",
+        value_name = "STATE",
+        value_delimiter = ',',
+        global = true
+    )]
     pub states: Vec<String>,
 
     /// Only connections that lasted at least this long (e.g. 500ms, 2s, 1.5).

@@ -233,8 +233,15 @@ mod tests {
 
     #[test]
     fn lifecycle_filters() {
-        let c = parse(&["-p", "7", "--state", "syn_sent,TIME_WAIT", "--min-duration", "1.5s"])
-            .unwrap();
+        let c = parse(&[
+            "-p",
+            "7",
+            "--state",
+            "syn_sent,TIME_WAIT",
+            "--min-duration",
+            "1.5s",
+        ])
+        .unwrap();
         assert_eq!(c.mode, Mode::Lifecycle);
         assert_eq!(c.filter.tgid, 0, "owner filter is applied in userspace");
         assert_eq!(c.conn_filter.owner_pid, Some(7));

@@ -322,6 +322,7 @@ mod tests {
             &ev(EventKind::State {
                 old: TcpState::CLOSE,
                 new: TcpState::SYN_SENT,
+                sock: None,
             }),
             None,
             &ctx,

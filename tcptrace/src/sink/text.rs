@@ -103,7 +103,9 @@ pub fn describe(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<
             (Some(s), None) => write!(buf, "TIMEWAIT-SOCKET {s} (sock_diag)"),
             (None, _) => write!(buf, "TIMEWAIT-SOCKET none (sock_diag)"),
         },
-        EventKind::RequestGone => write!(buf, "REQUEST-GONE half-open handshake expired (sock_diag)"),
+        EventKind::RequestGone => {
+            write!(buf, "REQUEST-GONE half-open handshake expired (sock_diag)")
+        }
         EventKind::Existing { state, at_exit, .. } => write!(
             buf,
             "EXISTING {state} ({}, sock_diag)",

@@ -129,7 +129,11 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: 
     if let Some(cl) = c.closer
         && c.owner.is_none_or(|o| o.pid != cl.pid)
     {
-        facts.push(format!("closed by {}({})", cl.comm.to_string_lossy(), cl.pid));
+        facts.push(format!(
+            "closed by {}({})",
+            cl.comm.to_string_lossy(),
+            cl.pid
+        ));
     }
     let notes: Vec<&str> = c.note_names().collect();
     if !notes.is_empty() {

@@ -53,7 +53,8 @@ def client():
 if role == "serve":
     s, c = listener()
     got = drain(c)
-    c.sendall(b"r" * nbytes)
+    if got != "reset":
+        c.sendall(b"r" * nbytes)
     c.close()
     print(got, flush=True)
 elif role == "serve-first":
