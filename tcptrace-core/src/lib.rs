@@ -5,13 +5,16 @@
 //! it bytes (a BTF blob, a tracepoint `format` file, ring-buffer records).
 
 pub mod btf;
+pub mod budget;
 pub mod clock;
 pub mod decode;
+pub mod diagnose;
 pub mod event;
 pub mod layout;
 pub mod lifecycle;
 pub mod replay;
 pub mod snapshot;
 pub mod state_clock;
+pub mod sysctl;
 pub mod tcp;
 pub mod tp_format;

@@ -9,8 +9,10 @@ use serde::Deserialize;
 
 use crate::{
     clock::parse_rfc3339,
+    diagnose::netns::{Listener, NetnsSample},
     event::{Comm, Event, EventKind, Family, ResetDirection},
     snapshot::{Field, SockSnapshot},
+    sysctl::{Source, Sysctls},
     tcp::{SegmentKind, TcpState, errno_from_name},
 };
 
@@ -33,6 +35,13 @@ pub enum Line {
         ts_ns: u64,
         count: u64,
     },
+    /// The sysctls of a namespace as read then (`sysctl` lines).
+    Sysctl {
+        netns: u32,
+        sysctls: Sysctls,
+    },
+    /// A periodic look at a namespace (`netns_sample` lines).
+    NetnsSample(NetnsSample),
     /// A record type replay does not consume (e.g. `conn`).
     Other,
 }
@@ -191,6 +200,66 @@ const EVENT_TYPES: [&str; 8] = [
     "existing",
 ];
 
+#[derive(Deserialize)]
+struct RawSysctl {
+    netns: u32,
+    hz: Option<u32>,
+    source: Option<String>,
+    values: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct RawDest {
+    raddr: IpAddr,
+    rport: u16,
+    count: u64,
+}
+
+#[derive(Deserialize)]
+struct RawSample {
+    netns: u32,
+    ts_ns: u64,
+    #[serde(default)]
+    tcpext: HashMap<String, u64>,
+    #[serde(default)]
+    time_wait_total: u64,
+    #[serde(default)]
+    time_wait_by_dest: Vec<RawDest>,
+    #[serde(default)]
+    listeners: Vec<Listener>,
+}
+
+fn namespace_line(ty: &str, text: &str) -> Result<Line, ReplayError> {
+    let bad = |e: serde_json::Error| ReplayError::Json(e.to_string());
+    if ty == "sysctl" {
+        let r: RawSysctl = serde_json::from_str(text).map_err(bad)?;
+        let mut sysctls =
+            Sysctls::from_read(r.values.iter().map(|(k, v)| (k.as_str(), v.as_str())), r.hz);
+        if r.source.as_deref() == Some("defaults") {
+            sysctls.source = Source::Defaults;
+        }
+        return Ok(Line::Sysctl {
+            netns: r.netns,
+            sysctls,
+        });
+    }
+    let r: RawSample = serde_json::from_str(text).map_err(bad)?;
+    let mut tcpext: Vec<(String, u64)> = r.tcpext.into_iter().collect();
+    tcpext.sort();
+    Ok(Line::NetnsSample(NetnsSample {
+        netns: r.netns,
+        ts_ns: r.ts_ns,
+        tcpext,
+        time_wait_total: r.time_wait_total,
+        time_wait_by_dest: r
+            .time_wait_by_dest
+            .into_iter()
+            .map(|d| (d.raddr, d.rport, d.count))
+            .collect(),
+        listeners: r.listeners,
+    }))
+}
+
 /// Parses one line. `want_clock` asks for the wall-clock offset (parsing `time` costs; the
 /// caller needs it once).
 pub fn parse_line(text: &str, want_clock: bool) -> Result<Parsed, ReplayError> {
@@ -206,6 +275,13 @@ pub fn parse_line(text: &str, want_clock: bool) -> Result<Parsed, ReplayError> {
                 ts_ns: ts.unwrap_or(0),
                 count: raw.count.ok_or(ReplayError::Field("count"))?,
             },
+            clock_offset_ns,
+            reason: None,
+        });
+    }
+    if raw.ty == "sysctl" || raw.ty == "netns_sample" {
+        return Ok(Parsed {
+            line: namespace_line(raw.ty, text)?,
             clock_offset_ns,
             reason: None,
         });

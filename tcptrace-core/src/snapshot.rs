@@ -44,10 +44,13 @@ pub enum Field {
     Linger2Jiffies,
     /// `sk_flags` (`sock_common.skc_flags` on 6.x): `SO_KEEPALIVE` is bit `SOCK_KEEPOPEN`.
     KeepOpen,
+    /// `sk_flags` bit `SOCK_DEAD`: the application closed the socket (an orphan), so orphan
+    /// rules (`tcp_orphan_retries`, `tcp_fin_timeout`) govern it rather than the live ones.
+    Orphan,
 }
 
 /// Number of [`Field`]s.
-pub const FIELDS: usize = 18;
+pub const FIELDS: usize = 19;
 
 impl Field {
     pub const ALL: [Field; FIELDS] = [
@@ -69,6 +72,7 @@ impl Field {
         Self::KeepaliveProbes,
         Self::Linger2Jiffies,
         Self::KeepOpen,
+        Self::Orphan,
     ];
 
     /// JSON key.
@@ -92,6 +96,7 @@ impl Field {
             Self::KeepaliveProbes => "keepalive_probes",
             Self::Linger2Jiffies => "linger2_jiffies",
             Self::KeepOpen => "keepalive",
+            Self::Orphan => "orphan",
         }
     }
 
@@ -121,7 +126,16 @@ impl Field {
             Self::KeepaliveProbes => ("tcp_sock", "keepalive_probes"),
             Self::Linger2Jiffies => ("tcp_sock", "linger2"),
             // 6.x moved it into `sock_common` (`#define sk_flags __sk_common.skc_flags`).
-            Self::KeepOpen => ("sock", "__sk_common.skc_flags"),
+            Self::KeepOpen | Self::Orphan => ("sock", "__sk_common.skc_flags"),
+        }
+    }
+
+    /// For one-bit `sock_flags` fields, the enumerator naming the bit.
+    fn sock_flag(self) -> Option<&'static str> {
+        match self {
+            Self::KeepOpen => Some("SOCK_KEEPOPEN"),
+            Self::Orphan => Some("SOCK_DEAD"),
+            _ => None,
         }
     }
 
@@ -197,36 +211,36 @@ struct Want {
 /// does not have are left out; if the fields need more windows than the ABI has, the ones at
 /// the highest offsets are left out (never silently mis-read).
 pub fn plan(btf: &Btf) -> (SnapPlan, SnapLayout) {
-    let keepopen_bit = btf
-        .enum_values("sock_flags")
-        .and_then(|v| v.into_iter().find(|(n, _)| n == "SOCK_KEEPOPEN"))
-        .map(|(_, v)| v as u32);
+    let flags = btf.enum_values("sock_flags").unwrap_or_default();
+    let flag_bit = |name: &str| {
+        flags
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v as u32)
+    };
     let mut wants: Vec<Want> = Vec::new();
     for field in Field::ALL {
         let (st, path) = field.btf_path();
-        let member = match field {
-            Field::KeepOpen => btf.member(st, path).or_else(|| btf.member(st, "sk_flags")),
-            _ => btf.member(st, path),
+        let flag = field.sock_flag();
+        let member = match flag {
+            Some(_) => btf.member(st, path).or_else(|| btf.member(st, "sk_flags")),
+            None => btf.member(st, path),
         };
         let Some(m) = member else {
             continue;
         };
-        let (size, bit, bits) = if field == Field::KeepOpen {
-            let Some(b) = keepopen_bit else { continue };
-            (1, b % 8, 1)
-        } else if m.bit_size != 0 {
-            (
+        let (off, size, bit, bits) = match flag {
+            Some(name) => {
+                let Some(b) = flag_bit(name) else { continue };
+                (m.byte_offset + b / 8, 1, b % 8, 1)
+            }
+            None if m.bit_size != 0 => (
+                m.byte_offset,
                 (m.bit_offset + m.bit_size).div_ceil(8),
                 m.bit_offset,
                 m.bit_size,
-            )
-        } else {
-            (m.size, 0, 0)
-        };
-        let off = if field == Field::KeepOpen {
-            m.byte_offset + keepopen_bit.unwrap_or(0) / 8
-        } else {
-            m.byte_offset
+            ),
+            None => (m.byte_offset, m.size, 0, 0),
         };
         if size == 0 || size > 8 {
             continue;

@@ -26,7 +26,7 @@ const SEED_STATES: u32 =
 
 pub struct Augmenter {
     enabled: bool,
-    netns_filter: Option<u32>,
+    netns_filter: Vec<u32>,
     /// The user's family/port filters, applied to dumped sockets as the kernel applies them
     /// to events.
     filter: Filter,
@@ -79,7 +79,7 @@ fn snapshot(info: &TcpInfo) -> SockSnapshot {
 
 impl Augmenter {
     /// `enabled` false (e.g. no BTF, so no namespaces): no facts at all.
-    pub fn new(enabled: bool, netns_filter: Option<u32>, filter: Filter) -> Self {
+    pub fn new(enabled: bool, netns_filter: Vec<u32>, filter: Filter) -> Self {
         Self {
             enabled,
             netns_filter,
@@ -234,13 +234,28 @@ impl Augmenter {
         }
     }
 
+    /// Sockets of a namespace in `states` (a bitmask of state numbers), without tcp_info.
+    pub fn dump_netns(&mut self, netns: u32, states: u32) -> Option<Vec<DiagSock>> {
+        if !self.enabled {
+            return None;
+        }
+        let d = self.socket(netns)?;
+        match d.dump(states, false) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.diag.remove(&netns);
+                None
+            }
+        }
+    }
+
     fn namespaces(&mut self) -> Vec<u32> {
         self.paths = netns_paths();
         let mut all: Vec<u32> = self.paths.keys().copied().collect();
         if self.own_ns != 0 && !all.contains(&self.own_ns) {
             all.push(self.own_ns);
         }
-        all.retain(|ns| self.netns_filter.is_none_or(|f| f == *ns));
+        all.retain(|ns| self.netns_filter.is_empty() || self.netns_filter.contains(ns));
         all.sort_unstable();
         all
     }

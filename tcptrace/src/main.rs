@@ -4,12 +4,15 @@
 mod augment;
 mod diag;
 mod flags;
+mod lab;
 mod loader;
+mod namespaces;
 mod pipeline;
 mod replay;
 mod run;
 mod sink;
 mod stats;
+mod sysctl_cmd;
 
 use std::{io, process::ExitCode};
 
@@ -66,6 +69,11 @@ fn make_sink(cfg: &Config, ctx: RenderCtx) -> Box<dyn Sink> {
 }
 
 fn run(cfg: Config) -> anyhow::Result<()> {
+    match &cfg.action {
+        flags::Action::Sysctl => return sysctl_cmd::run(&cfg),
+        flags::Action::Lab(name) => return lab::run(&cfg, name.as_deref()),
+        _ => {}
+    }
     if let Some(path) = &cfg.replay {
         let mut sink = make_sink(&cfg, RenderCtx::default());
         let mut pipeline = Pipeline::new(
@@ -74,11 +82,25 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.conn_filter.clone(),
             sink.as_mut(),
         );
+        pipeline.set_min_severity(cfg.diagnose);
         let stats = replay::replay(path, &mut pipeline)?;
         eprintln!("tcptrace: {stats}");
         return Ok(());
     }
-    let tracer = loader::load(&cfg)?;
+    let mut sink = make_sink(&cfg, RenderCtx::default());
+    let stats = trace(&cfg, sink.as_mut(), None, None)?;
+    eprintln!("tcptrace: {stats}");
+    Ok(())
+}
+
+/// Loads the tracer and runs the live loop into `sink` until a signal, `--duration`, or `stop`.
+pub fn trace(
+    cfg: &Config,
+    sink: &mut dyn Sink,
+    stop: Option<tokio::sync::oneshot::Receiver<()>>,
+    attached: Option<std::sync::mpsc::Sender<()>>,
+) -> anyhow::Result<stats::Stats> {
+    let tracer = loader::load(cfg)?;
     for w in &tracer.warnings {
         eprintln!("tcptrace: warning: {w}");
     }
@@ -87,20 +109,27 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         .iter()
         .map(|(tp, how)| format!("{tp}/{}", how.name()))
         .collect();
-    let ctx = RenderCtx {
-        clock: wall_clock(),
-        reset_reasons: tracer.reset_reasons.iter().cloned().collect(),
-    };
-    let mut sink = make_sink(&cfg, ctx);
     let mut table = cfg.table.clone();
     for (code, name) in &tracer.reset_reasons {
         if tcptrace_core::lifecycle::table::ABORT_REASON_NAMES.contains(&name.as_str()) {
             table.abort_reasons.push(*code);
         }
     }
-    let mut pipeline = Pipeline::new(cfg.mode, table, cfg.conn_filter.clone(), sink.as_mut());
-    let namespaces = tracer.snap_available();
-    let mut augment = Augmenter::new(namespaces, cfg.conn_filter.netns, cfg.filter);
+    let mut pipeline = Pipeline::new(cfg.mode, table, cfg.conn_filter.clone(), sink);
+    pipeline.set_clock(wall_clock());
+    for (code, name) in &tracer.reset_reasons {
+        pipeline.learn_reason(*code, name);
+    }
+    pipeline.set_min_severity(cfg.diagnose);
+    let hz = diag::kernel_hz();
+    pipeline.set_hz(hz);
+    let with_netns = tracer.snap_available();
+    let mut augment = Augmenter::new(with_netns, cfg.conn_filter.netns.clone(), cfg.filter);
+    let mut namespaces = namespaces::Namespaces::new(
+        with_netns && cfg.diagnose.is_some(),
+        hz,
+        cfg.conn_filter.netns.clone(),
+    );
     eprintln!(
         "tcptrace: attached {}; tracing (Ctrl-C to stop)",
         hooks.join(" ")
@@ -108,9 +137,15 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let stats = runtime.block_on(run::run(tracer, &mut pipeline, &mut augment, cfg.duration))?;
-    eprintln!("tcptrace: {stats}");
-    Ok(())
+    runtime.block_on(run::run(
+        tracer,
+        &mut pipeline,
+        &mut augment,
+        &mut namespaces,
+        cfg.duration,
+        stop,
+        attached,
+    ))
 }
 
 fn main() -> ExitCode {

@@ -1,12 +1,19 @@
 //! The one path from decoded events to the sink, shared by live tracing and `replay`: in events
 //! mode every event is printed; in lifecycle mode events feed the connection table and each
-//! finished connection that passes the filters is printed.
-use std::io;
+//! finished connection that passes the filters is diagnosed and printed. Namespace facts
+//! (sysctls, periodic samples) go to the rules and, in events mode, into the stream so a
+//! recording can be diagnosed again.
+use std::{collections::HashMap, io};
 
 use tcptrace_core::{
+    diagnose::{
+        self, Diagnosis, Inputs, Severity,
+        netns::{NetnsFinding, NetnsSample, NetnsWatch},
+    },
     event::Event,
     lifecycle::{Conn, ConnTable, TableConfig},
     state_clock::StateClock,
+    sysctl::Sysctls,
     tcp::TcpState,
 };
 
@@ -30,7 +37,8 @@ pub struct ConnFilter {
     /// Keep connections that visited any of these states (empty: all).
     pub states: Vec<TcpState>,
     pub min_duration_ns: Option<u64>,
-    pub netns: Option<u32>,
+    /// Keep connections in these namespaces (empty: all).
+    pub netns: Vec<u32>,
     /// Keep connections owned by this process.
     pub owner_pid: Option<u32>,
 }
@@ -42,7 +50,7 @@ impl ConnFilter {
             && self
                 .min_duration_ns
                 .is_none_or(|min| c.duration_ns().is_some_and(|d| d >= min))
-            && self.netns.is_none_or(|ns| c.netns == Some(ns))
+            && (self.netns.is_empty() || c.netns.is_some_and(|ns| self.netns.contains(&ns)))
             && self
                 .owner_pid
                 .is_none_or(|pid| c.owner.is_some_and(|o| o.pid == pid))
@@ -57,6 +65,18 @@ pub struct Pipeline<'s> {
     filter: ConnFilter,
     sink: &'s mut dyn Sink,
     done: Vec<Conn>,
+    /// Findings below this are not produced (None: no diagnosis at all).
+    min_severity: Option<Severity>,
+    /// Each namespace's sysctls, as last read.
+    sysctls: HashMap<u32, Sysctls>,
+    /// Assumed for namespaces not read (yet).
+    fallback: Sysctls,
+    watches: HashMap<u32, NetnsWatch>,
+    reasons: HashMap<u32, String>,
+    /// Interface MTU by (netns, local address), when the caller knows it.
+    pub mtus: HashMap<(u32, std::net::IpAddr), u32>,
+    diags: Vec<Diagnosis>,
+    findings: Vec<NetnsFinding>,
 }
 
 impl<'s> Pipeline<'s> {
@@ -73,7 +93,58 @@ impl<'s> Pipeline<'s> {
             filter,
             sink,
             done: Vec::new(),
+            min_severity: Some(Severity::Warning),
+            sysctls: HashMap::new(),
+            fallback: Sysctls::defaults(None),
+            watches: HashMap::new(),
+            reasons: HashMap::new(),
+            mtus: HashMap::new(),
+            diags: Vec::new(),
+            findings: Vec::new(),
         }
+    }
+
+    /// Which findings to produce (None: none).
+    pub fn set_min_severity(&mut self, min: Option<Severity>) {
+        self.min_severity = min;
+    }
+
+    /// The kernel's HZ, for namespaces whose sysctls were not read.
+    pub fn set_hz(&mut self, hz: Option<u32>) {
+        self.fallback.hz = hz;
+    }
+
+    /// A namespace's sysctls were read at `ts_ns`; recorded in events mode.
+    pub fn set_sysctls(&mut self, ts_ns: u64, netns: u32, sysctls: Sysctls) -> io::Result<()> {
+        if self.mode == Mode::Events {
+            self.sink.sysctl(ts_ns, netns, &sysctls)?;
+        }
+        self.sysctls.insert(netns, sysctls);
+        Ok(())
+    }
+
+    /// A periodic look at a namespace: recorded in events mode, judged by the namespace rules.
+    pub fn sample(&mut self, s: &NetnsSample) -> io::Result<()> {
+        if self.mode == Mode::Events {
+            self.sink.sample(s)?;
+        }
+        if self.min_severity.is_none()
+            || (!self.filter.netns.is_empty() && !self.filter.netns.contains(&s.netns))
+        {
+            return Ok(());
+        }
+        let sys = self.sysctls.get(&s.netns).unwrap_or(&self.fallback);
+        self.watches
+            .entry(s.netns)
+            .or_default()
+            .check(s, sys, &mut self.findings);
+        for f in self.findings.drain(..) {
+            if self.min_severity.is_some_and(|m| f.diagnosis.severity >= m) {
+                self.stats.findings += 1;
+                self.sink.finding(&f)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn feed(&mut self, ev: &Event) -> io::Result<()> {
@@ -107,6 +178,7 @@ impl<'s> Pipeline<'s> {
     /// A reset reason's name: for printing, and to know which resets are aborts in `close()`.
     pub fn learn_reason(&mut self, code: u32, name: &str) {
         self.table.learn_reason(code, name);
+        self.reasons.insert(code, name.to_string());
         self.sink
             .ctx_mut()
             .reset_reasons
@@ -129,10 +201,25 @@ impl<'s> Pipeline<'s> {
 
     fn emit(&mut self) -> io::Result<()> {
         for c in self.done.drain(..) {
-            if self.filter.keep(&c) {
-                self.stats.conns_printed += 1;
-                self.sink.conn(&c)?;
+            if !self.filter.keep(&c) {
+                continue;
             }
+            self.diags.clear();
+            if let Some(min) = self.min_severity {
+                let netns = c.netns.unwrap_or(0);
+                let inp = Inputs {
+                    sys: self.sysctls.get(&netns).unwrap_or(&self.fallback),
+                    reset_reason: c
+                        .reset_reason
+                        .and_then(|r| self.reasons.get(&r))
+                        .map(String::as_str),
+                    mtu: self.mtus.get(&(netns, c.laddr)).copied(),
+                };
+                diagnose::diagnose(&c, &inp, min, &mut self.diags);
+                self.stats.diagnosed += u64::from(!self.diags.is_empty());
+            }
+            self.stats.conns_printed += 1;
+            self.sink.conn(&c, &self.diags)?;
         }
         Ok(())
     }

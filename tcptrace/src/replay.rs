@@ -64,6 +64,14 @@ pub fn replay(path: &Path, pipeline: &mut Pipeline) -> anyhow::Result<Stats> {
                 pipeline.stats.lost += count;
                 pipeline.lost(ts_ns, count)?;
             }
+            Line::Sysctl { netns, sysctls } => pipeline.set_sysctls(last_ts, netns, sysctls)?,
+            Line::NetnsSample(sample) => {
+                if sample.ts_ns > last_ts {
+                    pipeline.advance(sample.ts_ns)?;
+                    last_ts = sample.ts_ns;
+                }
+                pipeline.sample(&sample)?;
+            }
             Line::Other => {}
         }
     }

@@ -11,13 +11,17 @@ use tokio::{
     time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
 
-use crate::{augment::Augmenter, loader::Tracer, monotonic_ns, pipeline::Pipeline, stats::Stats};
+use crate::{
+    augment::Augmenter, loader::Tracer, monotonic_ns, namespaces::Namespaces, pipeline::Pipeline,
+    stats::Stats,
+};
 use tcptrace_core::{decode::decode, event::Event, snapshot::SnapLayout};
 
 /// The per-batch state of the reader.
 struct Reader<'p, 's> {
     pipeline: &'p mut Pipeline<'s>,
     augment: &'p mut Augmenter,
+    namespaces: &'p mut Namespaces,
     snap: SnapLayout,
     facts: Vec<Event>,
 }
@@ -27,6 +31,7 @@ impl Reader<'_, '_> {
         match decode(raw, &self.snap) {
             Ok(ev) => {
                 self.augment.observe(&ev);
+                self.namespaces.observe(&ev, self.pipeline)?;
                 self.pipeline.feed(&ev)
             }
             Err(e) => {
@@ -45,7 +50,11 @@ impl Reader<'_, '_> {
         self.augment
             .resolve(now, tick, &self.pipeline.table, &mut self.facts);
         for ev in self.facts.drain(..) {
+            self.namespaces.observe(&ev, self.pipeline)?;
             self.pipeline.feed(&ev)?;
+        }
+        if tick {
+            self.namespaces.tick(now, self.augment, self.pipeline)?;
         }
         self.pipeline.stats.diag_skipped = self.augment.skipped;
         self.pipeline.advance(now)?;
@@ -84,11 +93,15 @@ pub async fn run(
     mut tracer: Tracer,
     pipeline: &mut Pipeline<'_>,
     augment: &mut Augmenter,
+    namespaces: &mut Namespaces,
     duration: Option<Duration>,
+    stop: Option<tokio::sync::oneshot::Receiver<()>>,
+    seeded: Option<std::sync::mpsc::Sender<()>>,
 ) -> anyhow::Result<Stats> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = duration.map(|d| Instant::now() + d);
+    let mut stop = stop;
     let mut tick = interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // SAFETY: the ring buffer owns its map fd (`MapData` holds an `OwnedFd`), which stays open
@@ -98,12 +111,17 @@ pub async fn run(
     let mut reader = Reader {
         pipeline,
         augment,
+        namespaces,
         snap: tracer.snap,
         facts: Vec::new(),
     };
     // Connections that predate tracing (the hooks are attached, so nothing falls in between).
     reader.augment.seed(monotonic_ns(), &mut reader.facts);
     reader.settle(false)?;
+    // Whoever waits for tracing to start (the lab) may act now: later sockets are events.
+    if let Some(tx) = seeded {
+        let _ = tx.send(());
+    }
 
     let result: io::Result<()> = loop {
         tokio::select! {
@@ -129,6 +147,7 @@ pub async fn run(
             }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
+            _ = async { match stop.as_mut() { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => break Ok(()),
             _ = async { match deadline { Some(d) => sleep_until(d).await, None => std::future::pending().await } } => break Ok(()),
         }
     };
@@ -142,6 +161,7 @@ pub async fn run(
     reader.augment.at_exit(monotonic_ns(), &mut reader.facts);
     let now = monotonic_ns();
     for ev in reader.facts.drain(..) {
+        reader.namespaces.observe(&ev, reader.pipeline)?;
         reader.pipeline.feed(&ev)?;
     }
     reader.pipeline.finish(now)?;

@@ -24,6 +24,10 @@ pub struct Stats {
     pub table: TableStats,
     /// sock_diag lookups skipped to stay within the lookup budget.
     pub diag_skipped: u64,
+    /// Connection records that carried at least one diagnosis.
+    pub diagnosed: u64,
+    /// Namespace-wide findings printed.
+    pub findings: u64,
 }
 
 impl Stats {
@@ -71,6 +75,13 @@ impl fmt::Display for Stats {
                 "; {} connections ({} printed, {} evicted, {} with missed events, \
                  {} timewait unconfirmed)",
                 t.finished, self.conns_printed, t.evicted, t.missed, t.time_wait_unconfirmed
+            )?;
+        }
+        if self.diagnosed > 0 || self.findings > 0 {
+            write!(
+                f,
+                "; {} diagnosed, {} namespace findings",
+                self.diagnosed, self.findings
             )?;
         }
         if self.diag_skipped > 0 {

@@ -45,9 +45,17 @@ fn replay_text_is_one_line_per_connection() {
     }
     let timeouts = tcptrace(&["replay", FIXTURE, "--min-duration", "2s"]);
     let text = String::from_utf8_lossy(&timeouts.stdout);
-    assert_eq!(text.lines().count(), 1, "{text}");
+    // The record, and under it its diagnosis, judged by the recording's own sysctls.
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
     assert!(
-        text.contains("timeout after 3.1s") && text.contains("ETIMEDOUT"),
+        lines[0].contains("timeout after 3.1s") && lines[0].contains("ETIMEDOUT"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("[connect_timeout]")
+            && lines[1].contains("tcp_syn_retries=1")
+            && lines[1].contains("exactly what the kernel's arithmetic predicts"),
         "{text}"
     );
 }

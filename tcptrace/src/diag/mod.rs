@@ -1,9 +1,11 @@
 //! The kernel's socket table through sock_diag netlink (what `ss` uses), per network
 //! namespace: exact lookups by 4-tuple and dumps by state, with `tcp_info`.
+mod facts;
 mod netns;
 mod owners;
 mod sockdiag;
 
+pub use facts::{kernel_hz, read_namespace};
 pub use netns::{netns_paths, own_netns};
 pub use owners::socket_owners;
 pub use sockdiag::NetnsDiag;
@@ -48,6 +50,10 @@ pub struct DiagSock {
     pub timer: u8,
     pub inode: u32,
     pub uid: u32,
+    /// `idiag_rqueue`: for a listener, connections waiting for accept().
+    pub rqueue: u32,
+    /// `idiag_wqueue`: for a listener, its accept queue size (backlog capped by somaxconn).
+    pub wqueue: u32,
     pub cookie: u64,
     /// A timewait or request socket rather than a full one. We always ask for
     /// INET_DIAG_INFO, which the kernel attaches to full sockets only.

@@ -79,6 +79,8 @@ fn convert(r: &InetResponse, expires: u32) -> DiagSock {
         timer,
         inode: h.inode,
         uid: h.uid,
+        rqueue: h.recv_queue,
+        wqueue: h.send_queue,
         cookie: u64::from_ne_bytes(id.cookie),
         mini: info.is_none(),
         info,

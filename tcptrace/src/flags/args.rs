@@ -23,9 +23,31 @@ pub enum TracepointsArg {
     Classic,
 }
 
+/// Which diagnoses are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DiagnoseArg {
+    /// Everything, including explanations of normal behaviour (options, TIME_WAIT).
+    Info,
+    /// Problems: timeouts, resets, refusals, queue and port pressure.
+    Warning,
+    /// Failures only.
+    Error,
+    /// No diagnosis.
+    Off,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print the TCP sysctls that govern lifecycles in a network namespace (this one, or the
+    /// one given with --netns or --pid), what each means and the budgets they imply.
+    Sysctl,
+    /// Reproduce an experiment of the article in throwaway network namespaces, trace it and
+    /// print the explained lifecycles; without SCENARIO, list them.
+    Lab {
+        #[arg(value_name = "SCENARIO")]
+        scenario: Option<String>,
+    },
     /// Rebuild connection records (or re-print events) from a stream recorded with
     /// `tcptrace --events --format json`; FILE "-" reads standard input.
     Replay {
@@ -120,6 +142,16 @@ pub struct Args {
     /// Kernel BTF to read struct offsets from ("none" to run without BTF).
     #[arg(long, value_name = "PATH", default_value = "/sys/kernel/btf/vmlinux")]
     pub btf: PathBuf,
+
+    /// Which diagnoses to attach to records: info, warning (default), error or off.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "LEVEL",
+        default_value = "warning",
+        global = true
+    )]
+    pub diagnose: DiagnoseArg,
 
     /// Do not print the column header (text format).
     #[arg(long, global = true)]

@@ -4,9 +4,9 @@ use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
 use anyhow::{Context as _, bail};
 use tcptrace_common::{AF_INET, AF_INET6, Filter, MAX_PORTS};
 
-use tcptrace_core::{lifecycle::TableConfig, tcp::TcpState};
+use tcptrace_core::{diagnose::Severity, lifecycle::TableConfig, tcp::TcpState};
 
-use super::args::{Args, Command, FormatArg, TracepointsArg};
+use super::args::{Args, Command, DiagnoseArg, FormatArg, TracepointsArg};
 use crate::pipeline::{ConnFilter, Mode};
 
 /// Output format.
@@ -40,6 +40,21 @@ pub struct Config {
     pub table: TableConfig,
     /// `tcptrace replay FILE`: read this recorded stream instead of tracing.
     pub replay: Option<PathBuf>,
+    /// Lowest severity of diagnoses produced (None: off).
+    pub diagnose: Option<Severity>,
+    /// What to do.
+    pub action: Action,
+    /// `-p PID` as given (for `sysctl`: whose namespace).
+    pub pid: Option<u32>,
+}
+
+/// What the invocation asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Trace,
+    Replay,
+    Sysctl,
+    Lab(Option<String>),
 }
 
 impl Config {
@@ -87,7 +102,7 @@ impl Config {
         filter.n_rports = ports(&args.rports, &mut filter.rports, "--rport")?;
         if let Some(ns) = &args.netns {
             filter.netns = netns_inode(ns)?;
-            conn_filter.netns = Some(filter.netns);
+            conn_filter.netns = vec![filter.netns];
         }
         let btf = (args.btf.as_os_str() != "none").then_some(args.btf);
         let tracepoints = match args.tracepoints {
@@ -120,7 +135,23 @@ impl Config {
                 max_conns: args.max_conns,
                 ..TableConfig::default()
             },
-            replay: args.command.map(|Command::Replay { file }| file),
+            replay: match &args.command {
+                Some(Command::Replay { file }) => Some(file.clone()),
+                _ => None,
+            },
+            diagnose: match args.diagnose {
+                DiagnoseArg::Info => Some(Severity::Info),
+                DiagnoseArg::Warning => Some(Severity::Warning),
+                DiagnoseArg::Error => Some(Severity::Error),
+                DiagnoseArg::Off => None,
+            },
+            action: match args.command {
+                None => Action::Trace,
+                Some(Command::Replay { .. }) => Action::Replay,
+                Some(Command::Sysctl) => Action::Sysctl,
+                Some(Command::Lab { scenario }) => Action::Lab(scenario),
+            },
+            pid: args.pid,
         })
     }
 }

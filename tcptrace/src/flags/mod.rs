@@ -4,4 +4,4 @@ mod args;
 mod config;
 
 pub use args::Args;
-pub use config::{Config, Format, TracepointMode};
+pub use config::{Action, Config, Format, TracepointMode};

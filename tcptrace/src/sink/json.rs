@@ -3,9 +3,14 @@ use std::io::{self, Write};
 
 use tcptrace_core::{
     clock::write_rfc3339_us,
+    diagnose::{
+        Diagnosis,
+        netns::{NetnsFinding, NetnsSample},
+    },
     event::{Event, EventKind},
     lifecycle::Conn,
     snapshot::{Field, SockSnapshot},
+    sysctl::Sysctls,
     tcp::{TcpState, errno_name},
 };
 
@@ -237,8 +242,26 @@ impl<W: Write> Sink for JsonSink<W> {
         self.out.end_line()
     }
 
-    fn conn(&mut self, c: &Conn) -> io::Result<()> {
-        super::json_conn::render(&mut self.out.buf, &self.ctx, c);
+    fn conn(&mut self, c: &Conn, diagnosis: &[Diagnosis]) -> io::Result<()> {
+        super::json_conn::render(&mut self.out.buf, &self.ctx, c, diagnosis);
+        self.out.buf.push(b'\n');
+        self.out.end_line()
+    }
+
+    fn finding(&mut self, f: &NetnsFinding) -> io::Result<()> {
+        super::json_diag::finding(&mut self.out.buf, &self.ctx, f);
+        self.out.buf.push(b'\n');
+        self.out.end_line()
+    }
+
+    fn sysctl(&mut self, ts_ns: u64, netns: u32, s: &Sysctls) -> io::Result<()> {
+        super::json_diag::sysctl(&mut self.out.buf, &self.ctx, ts_ns, netns, s);
+        self.out.buf.push(b'\n');
+        self.out.end_line()
+    }
+
+    fn sample(&mut self, s: &NetnsSample) -> io::Result<()> {
+        super::json_diag::sample(&mut self.out.buf, &self.ctx, s);
         self.out.buf.push(b'\n');
         self.out.end_line()
     }

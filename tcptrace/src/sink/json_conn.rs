@@ -3,6 +3,7 @@ use std::io::Write as _;
 
 use tcptrace_core::{
     clock::write_rfc3339_us,
+    diagnose::Diagnosis,
     lifecycle::{Conn, Owner},
     tcp::errno_name,
 };
@@ -58,7 +59,7 @@ fn counts<'a>(buf: &mut Vec<u8>, k: &str, items: impl Iterator<Item = (&'a str, 
 }
 
 /// Renders one connection record (without the trailing newline).
-pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn) {
+pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnosis]) {
     let end_ns = c.end_ns.unwrap_or(c.last_ns);
     head(buf, ctx, "conn", end_ns);
     key(buf, "sk");
@@ -166,5 +167,6 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn) {
         push_str(buf, n.as_bytes());
     }
     buf.push(b']');
+    super::json_diag::diagnoses(buf, diagnosis);
     buf.push(b'}');
 }

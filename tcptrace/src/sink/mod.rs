@@ -1,14 +1,24 @@
 //! Sinks: where decoded events go. Text and JSON lines share one buffered writer and one
 //! rendering context (wall clock, reset reason names).
-mod json;
+pub mod json;
 mod json_conn;
+mod json_diag;
 mod text;
 mod text_conn;
 mod writer;
 
 use std::{collections::HashMap, io};
 
-use tcptrace_core::{clock::WallClock, event::Event, lifecycle::Conn};
+use tcptrace_core::{
+    clock::WallClock,
+    diagnose::{
+        Diagnosis,
+        netns::{NetnsFinding, NetnsSample},
+    },
+    event::Event,
+    lifecycle::Conn,
+    sysctl::Sysctls,
+};
 
 pub use json::JsonSink;
 pub use text::TextSink;
@@ -32,8 +42,18 @@ impl RenderCtx {
 pub trait Sink {
     /// One event; `prev_ns` is the time spent in the old state for state events, when known.
     fn event(&mut self, ev: &Event, prev_ns: Option<u64>) -> io::Result<()>;
-    /// One finished connection lifecycle.
-    fn conn(&mut self, c: &Conn) -> io::Result<()>;
+    /// One finished connection lifecycle and what explains it.
+    fn conn(&mut self, c: &Conn, diagnosis: &[Diagnosis]) -> io::Result<()>;
+    /// A namespace-wide finding.
+    fn finding(&mut self, f: &NetnsFinding) -> io::Result<()>;
+    /// A namespace's sysctls were read (recorded so `replay` can diagnose too).
+    fn sysctl(&mut self, _ts_ns: u64, _netns: u32, _s: &Sysctls) -> io::Result<()> {
+        Ok(())
+    }
+    /// A periodic sample of a namespace (recorded so `replay` can diagnose too).
+    fn sample(&mut self, _s: &NetnsSample) -> io::Result<()> {
+        Ok(())
+    }
     /// `count` records were dropped by the kernel since the last report.
     fn lost(&mut self, ts_ns: u64, count: u64) -> io::Result<()>;
     /// The rendering context, for what is learned while running.

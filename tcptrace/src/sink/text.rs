@@ -3,6 +3,7 @@ use std::io::{self, Write};
 
 use tcptrace_core::{
     clock::write_rfc3339_us,
+    diagnose::{Diagnosis, netns::NetnsFinding},
     event::{Event, EventKind},
     lifecycle::Conn,
     tcp::errno_name,
@@ -138,11 +139,21 @@ impl<W: Write> Sink for TextSink<W> {
         self.out.end_line()
     }
 
-    fn conn(&mut self, c: &Conn) -> io::Result<()> {
+    fn conn(&mut self, c: &Conn, diagnosis: &[Diagnosis]) -> io::Result<()> {
         let mut time = Vec::with_capacity(16);
         time_of_day(&mut time, &self.ctx, c.end_ns.unwrap_or(c.last_ns));
         super::text_conn::render(&mut self.out.buf, &self.ctx, c, self.colour, &time);
         self.out.buf.push(b'\n');
+        for d in diagnosis {
+            super::text_conn::diagnosis_line(&mut self.out.buf, d, self.colour, "    ");
+        }
+        self.out.end_line()
+    }
+
+    fn finding(&mut self, f: &NetnsFinding) -> io::Result<()> {
+        time_of_day(&mut self.out.buf, &self.ctx, f.ts_ns);
+        let _ = write!(self.out.buf, " netns {} ", f.netns);
+        super::text_conn::diagnosis_line(&mut self.out.buf, &f.diagnosis, self.colour, "");
         self.out.end_line()
     }
 

@@ -2,6 +2,7 @@
 use std::io::Write as _;
 
 use tcptrace_core::{
+    diagnose::{Diagnosis, Severity},
     lifecycle::{Conn, End, Role},
     tcp::{TcpState, errno_name},
 };
@@ -142,6 +143,27 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: 
     if !facts.is_empty() {
         let _ = write!(buf, " | {}", facts.join("; "));
     }
+}
+
+/// One explanation under a connection line: `  ! [connect_timeout] connect() to … (agrees)`.
+pub fn diagnosis_line(buf: &mut Vec<u8>, d: &Diagnosis, colour: bool, indent: &str) {
+    let (mark, paint) = match d.severity {
+        Severity::Error => ("!", "\x1b[31m"),
+        Severity::Warning => ("!", "\x1b[33m"),
+        Severity::Info => ("·", "\x1b[2m"),
+    };
+    buf.extend_from_slice(indent.as_bytes());
+    if colour {
+        buf.extend_from_slice(paint.as_bytes());
+    }
+    let _ = write!(buf, "{mark} [{}] {}", d.rule, d.message);
+    if d.assumed_defaults {
+        buf.extend_from_slice(b" (sysctls unreadable: kernel defaults assumed)");
+    }
+    if colour {
+        buf.extend_from_slice(b"\x1b[0m");
+    }
+    buf.push(b'\n');
 }
 
 #[cfg(test)]

@@ -1,0 +1,239 @@
+//! Rules for the closing side: FIN retries of an orphaned socket (FIN_WAIT1, CLOSING,
+//! LAST_ACK), the orphaned FIN_WAIT2 timeout, TIME_WAIT, and resets with their kernel reason.
+use super::{
+    Diagnosis, Inputs, Severity, jiffies_override, matches_schedule, open::tw_reuse_advice, peer,
+};
+use crate::{
+    budget::{self, DataRto, secs},
+    lifecycle::{Conn, End, end::state_before_close},
+    snapshot::Field,
+    sysctl::{self as sc, Sysctls},
+    tcp::TcpState,
+};
+
+fn rto_max_ms(sys: &Sysctls) -> u64 {
+    sys.int(sc::RTO_MAX_MS)
+        .map_or(budget::RTO_MAX_MS, |v| v.max(1) as u64)
+}
+
+/// The closed socket retransmitted its FIN until `tcp_orphan_retries` (0 → 8) ran out.
+pub fn orphan_fin(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
+    let sys = inp.sys;
+    let Some(state) = state_before_close(c) else {
+        return;
+    };
+    // LAST_ACK ends "closed" whether the ACK came or the kernel gave up: timing tells.
+    let fin_state = matches!(
+        state,
+        TcpState::FIN_WAIT1 | TcpState::CLOSING | TcpState::LAST_ACK
+    );
+    if !fin_state
+        || (c.end == Some(End::Closed) && state != TcpState::LAST_ACK)
+        || c.end == Some(End::Open)
+        || c.end.is_none()
+        || c.sock.and_then(|s| s.get(Field::Orphan)) == Some(0)
+    {
+        return;
+    }
+    let sent = u32::from(c.retransmits.by_state[state.0 as usize]);
+    if sent == 0 {
+        return;
+    }
+    let sysctl = sys.int_or_default(sc::ORPHAN_RETRIES).max(0) as u32;
+    let retries = budget::orphan_retries(sysctl, true);
+    let rto0 = sys
+        .int(sc::RTO_MIN_US)
+        .map_or(budget::RTO_MIN_MS, |us| (us.max(1000) / 1000) as u64)
+        + c.srtt_us().unwrap_or(0) / 1000;
+    let plan = budget::data(DataRto {
+        boundary: retries,
+        first_rto_ms: rto0,
+        rto_max_ms: rto_max_ms(sys),
+        user_timeout_ms: None,
+    });
+    let in_state = c
+        .spans()
+        .filter(|(s, _)| *s == state)
+        .filter_map(|(_, ns)| ns)
+        .sum::<u64>()
+        / 1_000_000;
+    let mut d = Diagnosis::new("orphan_fin_timeout", Severity::Warning, sys);
+    d.sysctl = sys.pick(&[sc::ORPHAN_RETRIES, sc::RTO_MAX_MS]);
+    d.observed.push(("state", state.name().into()));
+    d.observed.push(("fin_retransmits", sent.into()));
+    d.observed.push(("time_in_state_ms", in_state.into()));
+    d.expected.push(("retries", retries.into()));
+    d.expected
+        .push(("fin_retransmits", plan.retransmits().into()));
+    d.expected
+        .push(("gave_up_after_ms", plan.give_up_ms.into()));
+    d.expected.push(("budget_ms", plan.budget_ms.into()));
+    let agrees = matches_schedule(sent, in_state, &plan, rto0);
+    d.agrees = Some(agrees);
+    let zero_rule = if sysctl == 0 {
+        format!(
+            "{}=0, which the kernel reads as {} while the peer seems alive",
+            sc::ORPHAN_RETRIES,
+            budget::ORPHAN_RETRIES_ALIVE
+        )
+    } else {
+        let eight = budget::data(DataRto {
+            boundary: budget::ORPHAN_RETRIES_ALIVE,
+            first_rto_ms: rto0,
+            rto_max_ms: rto_max_ms(sys),
+            user_timeout_ms: None,
+        });
+        format!(
+            "{}={sysctl} (0, the default, would mean {}: gone after ≈{})",
+            sc::ORPHAN_RETRIES,
+            budget::ORPHAN_RETRIES_ALIVE,
+            secs(eight.give_up_ms)
+        )
+    };
+    let who = if state == TcpState::LAST_ACK {
+        "our FIN (answering the peer's) was never acknowledged"
+    } else {
+        "our FIN was never acknowledged"
+    };
+    d.message = format!(
+        "Closed by the application, stuck in {}: {who} by {}; it was retransmitted {sent} times over {}, then the socket was gone. \
+         An orphan's FIN retries are governed by {zero_rule}: a budget of {} counted from the first retransmission, so {} retransmits (plus a possible tail loss probe) and the end after {}{}. Something drops FINs/ACKs between the hosts, or the peer is gone.",
+        state.name(),
+        peer(c),
+        secs(in_state),
+        secs(plan.budget_ms),
+        plan.retransmits(),
+        secs(plan.give_up_ms),
+        if agrees {
+            " — it agrees: the kernel gave up"
+        } else {
+            " — this differs (a late ACK, or events missed)"
+        },
+    );
+    out.push(d);
+}
+
+/// An orphaned FIN_WAIT2 kept by a timewait socket for `tcp_fin_timeout` (or `TCP_LINGER2`).
+pub fn fin_wait2(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
+    let sys = inp.sys;
+    let Some((TcpState::FIN_WAIT2, timer)) = c.time_wait else {
+        return;
+    };
+    let own = jiffies_override(c, sys, Field::Linger2Jiffies)
+        .filter(|_| c.sock.and_then(|s| s.get_signed(Field::Linger2Jiffies)) > Some(0));
+    let fin_timeout = own.unwrap_or(sys.int_or_default(sc::FIN_TIMEOUT).max(0) as u64 * 1000);
+    let rto = budget::RTO_MIN_MS + c.srtt_us().unwrap_or(0) / 1000;
+    let expected = budget::fin_wait2_ms(fin_timeout, rto).min(budget::TIME_WAIT_MS);
+    let mut d = Diagnosis::new("fin_wait2_timeout", Severity::Warning, sys);
+    d.sysctl = sys.pick(&[sc::FIN_TIMEOUT]);
+    if let Some(v) = own {
+        d.overrides.push(("TCP_LINGER2", secs(v)));
+    }
+    if let Some(t) = timer {
+        d.observed.push(("timer_ms", u64::from(t).into()));
+    }
+    d.expected.push(("held_ms", expected.into()));
+    // The timer counts down from the budget; it was read shortly after the handoff.
+    let agrees = timer.map(|t| u64::from(t) <= expected && u64::from(t) + 3000 >= expected);
+    d.agrees = agrees;
+    let governing = match own {
+        Some(v) => format!(
+            "TCP_LINGER2={} set on the socket (it overrides {}={})",
+            secs(v),
+            sc::FIN_TIMEOUT,
+            sys.raw(sc::FIN_TIMEOUT).unwrap_or("?")
+        ),
+        None => format!("{}={}", sc::FIN_TIMEOUT, secs(fin_timeout).replace(' ', "")),
+    };
+    d.message = format!(
+        "After close(), {} acknowledged our FIN but never sent its own: the connection waits in FIN_WAIT2 \
+         (a timewait socket{}), and is dropped after {} by {governing}, without TIME_WAIT{}. \
+         The peer application has not closed its side (it sits in CLOSE_WAIT there), or its FIN is lost.",
+        peer(c),
+        timer.map_or(String::new(), |t| format!(
+            ", {} left when looked up",
+            secs(u64::from(t))
+        )),
+        secs(expected),
+        match agrees {
+            Some(true) => " — its timer agrees",
+            Some(false) => " — its timer differs",
+            None => "",
+        }
+    );
+    out.push(d);
+}
+
+/// TIME_WAIT: 60 s, fixed; what `tcp_tw_reuse` and `tcp_max_tw_buckets` change.
+pub fn time_wait(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
+    let sys = inp.sys;
+    let Some((TcpState::TIME_WAIT, timer)) = c.time_wait else {
+        return;
+    };
+    let mut d = Diagnosis::new("time_wait", Severity::Info, sys);
+    d.sysctl = sys.pick(&[sc::TW_REUSE, sc::MAX_TW_BUCKETS, sc::FIN_TIMEOUT]);
+    if let Some(t) = timer {
+        d.observed.push(("timer_ms", u64::from(t).into()));
+    }
+    d.expected.push(("held_ms", budget::TIME_WAIT_MS.into()));
+    d.agrees = timer.map(|t| {
+        u64::from(t) <= budget::TIME_WAIT_MS && u64::from(t) + 5000 >= budget::TIME_WAIT_MS
+    });
+    d.message = format!(
+        "This side closed first, so it holds the port in TIME_WAIT for 60 s (TCP_TIMEWAIT_LEN, fixed in the kernel; {} does not change it){}. {}",
+        sc::FIN_TIMEOUT,
+        timer.map_or(String::new(), |t| format!(
+            ", {} left when looked up",
+            secs(u64::from(t))
+        )),
+        tw_reuse_advice(sys)
+    );
+    out.push(d);
+}
+
+/// A reset, explained by the kernel's reason for it.
+pub fn reset(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
+    let sent = match c.end {
+        Some(End::ResetSent) => true,
+        Some(End::ResetReceived) => false,
+        _ => return,
+    };
+    let reason = inp.reset_reason;
+    if reason == Some("TCP_KEEPALIVE_TIMEOUT") {
+        return; // the keepalive rule explains it
+    }
+    let mut d = Diagnosis::new("reset", Severity::Warning, inp.sys);
+    d.observed
+        .push(("direction", if sent { "sent" } else { "received" }.into()));
+    if let Some(r) = reason {
+        d.observed.push(("reason", r.into()));
+    }
+    let why = match (sent, reason) {
+        (true, Some("TCP_ABORT_ON_CLOSE")) => {
+            "the application closed the socket with unread data or with SO_LINGER 0, so the kernel aborted with RST instead of FIN"
+        }
+        (true, Some("TCP_STATE")) => {
+            "the application disconnected abortively (close() with SO_LINGER 0, or connect(AF_UNSPEC)): the kernel sent RST instead of FIN"
+        }
+        (true, Some("TCP_ABORT_ON_DATA")) => {
+            "data arrived after the application closed the socket, so the kernel answered with RST"
+        }
+        (true, Some("TCP_ABORT_ON_LINGER")) => {
+            "TCP_LINGER2 is negative: an orphaned FIN_WAIT2 is reset at once"
+        }
+        (true, Some("TCP_ABORT_ON_MEMORY")) => {
+            "the kernel killed an orphan under memory pressure or tcp_max_orphans"
+        }
+        (true, Some("NO_SOCKET")) => "a segment arrived for a socket that no longer exists",
+        (true, _) => "this side aborted the connection",
+        (false, _) => {
+            "the peer aborted the connection (ECONNRESET): its application closed with SO_LINGER 0 or unread data, crashed, or a middlebox cut it"
+        }
+    };
+    d.message = format!(
+        "Reset {} {}: {why}.",
+        if sent { "sent to" } else { "received from" },
+        peer(c)
+    );
+    out.push(d);
+}

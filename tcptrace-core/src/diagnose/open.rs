@@ -1,0 +1,428 @@
+//! Rules for connections that failed while opening or while open: connect timeout, refusal
+//! and local port exhaustion, half-open handshakes, data retransmission timeout, keepalive.
+use super::{Diagnosis, Inputs, Severity, Value, close_enough, jiffies_override, peer, sock_value};
+use crate::{
+    budget::{self, DataRto, SynSent, secs},
+    lifecycle::{Conn, End, Role, end::state_before_close, note},
+    snapshot::Field,
+    sysctl::{self as sc, Sysctls},
+    tcp::{SegmentKind, TcpState},
+};
+
+fn ms(ns: u64) -> u64 {
+    ns / 1_000_000
+}
+
+fn rto_max_ms(sys: &Sysctls) -> u64 {
+    sys.int(sc::RTO_MAX_MS)
+        .map_or(budget::RTO_MAX_MS, |v| v.max(1) as u64)
+}
+
+/// The retransmit limit of an active open and whether the socket set its own.
+fn syn_retries(c: &Conn, sys: &Sysctls) -> (u32, Option<u64>) {
+    let own = sock_value(c, Field::SynRetries);
+    let n = own.unwrap_or(sys.int_or_default(sc::SYN_RETRIES).max(0) as u64) as u32;
+    (n, own)
+}
+
+fn user_timeout(c: &Conn) -> Option<u64> {
+    sock_value(c, Field::UserTimeoutMs)
+}
+
+fn add_user_timeout(d: &mut Diagnosis, ut: Option<u64>) {
+    if let Some(ut) = ut {
+        d.overrides.push(("TCP_USER_TIMEOUT", format!("{ut} ms")));
+    }
+}
+
+/// Active opens that never reached ESTABLISHED: SYN timeout, refusal, no local port.
+pub fn connect_failed(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
+    if c.role != Role::Client || c.visited(TcpState::ESTABLISHED) || c.end.is_none() {
+        return;
+    }
+    match c.end {
+        Some(End::Timeout) => syn_timeout(c, inp.sys, out),
+        Some(End::Refused) => {
+            let mut d = Diagnosis::new("refused", Severity::Warning, inp.sys);
+            d.observed
+                .push(("resets_received", u32::from(c.resets_received).into()));
+            if let Some(e) = c.error {
+                d.observed.push(("error", Value::Int(i64::from(e))));
+            }
+            d.message = format!(
+                "connect() to {} was refused: the peer answered the SYN with a RST (ECONNREFUSED). \
+                 Nothing listens on that port there, or a firewall rejects it with tcp-reset.",
+                peer(c)
+            );
+            out.push(d);
+        }
+        Some(End::Aborted)
+            if c.lport == 0
+                && c.retransmits.total == 0
+                && c.error.is_none()
+                && c.state() == Some(TcpState::CLOSE) =>
+        {
+            no_local_port(c, inp.sys, out)
+        }
+        _ => {}
+    }
+}
+
+fn syn_timeout(c: &Conn, sys: &Sysctls, out: &mut Vec<Diagnosis>) {
+    let (retries, own) = syn_retries(c, sys);
+    let linear = sys.int(sc::SYN_LINEAR_TIMEOUTS).unwrap_or(0).max(0) as u32;
+    let ut = user_timeout(c);
+    let plan = budget::syn_sent(SynSent {
+        syn_retries: retries,
+        linear_timeouts: linear,
+        rto_max_ms: rto_max_ms(sys),
+        user_timeout_ms: ut,
+    });
+    let sent = u32::from(c.retransmits.by_state[TcpState::SYN_SENT.0 as usize]);
+    let took = c.duration_ns().map(ms);
+    let mut d = Diagnosis::new("connect_timeout", Severity::Error, sys);
+    d.sysctl = sys.pick(&[sc::SYN_RETRIES, sc::SYN_LINEAR_TIMEOUTS, sc::RTO_MAX_MS]);
+    if let Some(n) = own {
+        d.overrides.push(("TCP_SYNCNT", n.to_string()));
+    }
+    add_user_timeout(&mut d, ut);
+    d.observed.push(("syn_retransmits", sent.into()));
+    if let Some(t) = took {
+        d.observed.push(("gave_up_after_ms", t.into()));
+    }
+    d.expected
+        .push(("syn_retransmits", plan.retransmits().into()));
+    d.expected
+        .push(("retransmit_at_ms", plan.retransmit_at_ms.clone().into()));
+    d.expected
+        .push(("gave_up_after_ms", plan.give_up_ms.into()));
+    let agrees =
+        sent == plan.retransmits() && took.is_none_or(|t| close_enough(t, plan.give_up_ms, 500, 5));
+    d.agrees = Some(agrees);
+    let governing = match (own, ut) {
+        (_, Some(ut)) => format!(
+            "TCP_USER_TIMEOUT={ut} ms set on the socket replaces the sysctl budget ({} allows {})",
+            sc::SYN_RETRIES,
+            secs(budget::model_timeout_ms(retries, 1000, rto_max_ms(sys)))
+        ),
+        (Some(n), None) => format!(
+            "TCP_SYNCNT={n} set on the socket overrides {}={}; it gives a budget of {}",
+            sc::SYN_RETRIES,
+            sys.raw(sc::SYN_RETRIES).unwrap_or("?"),
+            secs(plan.budget_ms)
+        ),
+        (None, None) => format!(
+            "{}={retries} gives a budget of {}",
+            sc::SYN_RETRIES,
+            secs(plan.budget_ms)
+        ),
+    };
+    let spacing = if linear > 0 {
+        format!(
+            " (the first {linear} retransmits 1 s apart per {}={linear}, then doubling)",
+            sc::SYN_LINEAR_TIMEOUTS
+        )
+    } else {
+        " (retransmits at 1, 2, 4, 8 … s intervals)".to_string()
+    };
+    let verdict = if agrees {
+        "exactly what the kernel's arithmetic predicts".to_string()
+    } else {
+        format!(
+            "the kernel's arithmetic predicts {} retransmits and {}; this differs (events missed, or a BPF program changed the timeouts)",
+            plan.retransmits(),
+            secs(plan.give_up_ms)
+        )
+    };
+    d.message = format!(
+        "connect() to {} timed out after {} with {sent} unanswered SYN retransmits: {governing}{spacing} — {verdict}. \
+         Something drops the SYNs (firewall, host down, no route back).",
+        peer(c),
+        took.map_or("?".into(), secs)
+    );
+    out.push(d);
+}
+
+fn no_local_port(c: &Conn, sys: &Sysctls, out: &mut Vec<Diagnosis>) {
+    let mut d = Diagnosis::new("local_port_exhausted", Severity::Error, sys);
+    d.sysctl = sys.pick(&[sc::LOCAL_PORT_RANGE, sc::TW_REUSE, sc::MAX_TW_BUCKETS]);
+    let ports = sys
+        .port_range()
+        .map(|(lo, hi)| u64::from(hi.saturating_sub(lo)) + 1);
+    d.observed.push(("local_port", 0u32.into()));
+    d.observed.push(("syn_sent", false.into()));
+    if let Some(n) = ports {
+        d.expected.push(("ports_per_destination", n.into()));
+    }
+    d.message = format!(
+        "connect() to {} failed before sending a SYN: no free local port (EADDRNOTAVAIL, \"Cannot assign requested address\"). \
+         {}={} gives {} ports per destination and all are taken, usually by TIME_WAIT sockets of earlier connections (60 s each). \
+         {}",
+        peer(c),
+        sc::LOCAL_PORT_RANGE,
+        sys.raw(sc::LOCAL_PORT_RANGE).unwrap_or("?"),
+        ports.map_or("?".into(), |n| n.to_string()),
+        tw_reuse_advice(sys)
+    );
+    out.push(d);
+}
+
+/// What `tcp_tw_reuse` does here, in one sentence.
+pub(super) fn tw_reuse_advice(sys: &Sysctls) -> String {
+    let delay = sys
+        .raw(sc::TW_REUSE_DELAY)
+        .map(|v| format!(" once it is {v} ms old"))
+        .unwrap_or_default();
+    let what = match sys.int(sc::TW_REUSE) {
+        Some(1) => "(on): connect() may already take over TIME_WAIT ports (needs timestamps)",
+        Some(2) => "(loopback only): setting 1 lets connect() take over a TIME_WAIT port",
+        _ => "(off): setting 1 lets connect() take over a TIME_WAIT port",
+    };
+    format!(
+        "{}={} {what}{delay} to the same destination; it does not shorten TIME_WAIT nor help accepted (server-side) connections; more ports ({}) or more destination addresses/ports do.",
+        sc::TW_REUSE,
+        sys.raw(sc::TW_REUSE).unwrap_or("?"),
+        sc::LOCAL_PORT_RANGE
+    )
+}
+
+/// A server-side handshake that never completed: SYN-ACK retransmits until
+/// `tcp_synack_retries` is spent.
+pub fn half_open(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
+    if !c.has_note(note::HALF_OPEN) || c.visited(TcpState::ESTABLISHED) {
+        return;
+    }
+    let sys = inp.sys;
+    let sent = u32::from(c.retransmits.by_kind[SegmentKind::SynAck as usize]);
+    if sent == 0 {
+        return;
+    }
+    let retries = sys.int_or_default(sc::SYNACK_RETRIES).max(0) as u32;
+    let plan = budget::synack(retries, rto_max_ms(sys));
+    let gone = c.end.is_some() && c.end != Some(End::Open);
+    let mut d = Diagnosis::new("half_open", Severity::Warning, sys);
+    d.sysctl = sys.pick(&[sc::SYNACK_RETRIES, sc::MAX_SYN_BACKLOG, sc::SYNCOOKIES]);
+    d.observed.push(("synack_retransmits", sent.into()));
+    let span = match (c.retransmits.first_ns, c.retransmits.last_ns) {
+        (Some(a), Some(b)) => Some(ms(b - a)),
+        _ => None,
+    };
+    if let Some(s) = span {
+        d.observed.push(("first_to_last_retransmit_ms", s.into()));
+    }
+    d.observed.push(("request_dropped", gone.into()));
+    d.expected
+        .push(("synack_retransmits", plan.retransmits().into()));
+    d.expected
+        .push(("retransmit_at_ms", plan.retransmit_at_ms.clone().into()));
+    d.expected
+        .push(("dropped_after_ms", plan.give_up_ms.into()));
+    let expected_span = match (plan.retransmit_at_ms.first(), plan.retransmit_at_ms.last()) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0,
+    };
+    let agrees =
+        sent == plan.retransmits() && span.is_none_or(|s| close_enough(s, expected_span, 300, 5));
+    d.agrees = Some(agrees && gone);
+    d.message = format!(
+        "Half-open handshake from {}: the client never acknowledged our SYN-ACK, which was retransmitted {sent} times{}. \
+         {}={retries} allows {} retransmits (at {} after the SYN), then the request is dropped after {}{}. \
+         The client's ACKs are lost on the way back, or it was a scan/SYN flood.",
+        peer(c),
+        if gone {
+            " before the request was dropped"
+        } else {
+            ""
+        },
+        sc::SYNACK_RETRIES,
+        plan.retransmits(),
+        plan.retransmit_at_ms
+            .iter()
+            .map(|t| secs(*t))
+            .collect::<Vec<_>>()
+            .join(", "),
+        secs(plan.give_up_ms),
+        if agrees {
+            " — it did"
+        } else {
+            " — this differs"
+        },
+    );
+    out.push(d);
+}
+
+/// The connection's RTO when the loss began: `srtt + max(rttvar, rto_min)` ≈ srtt + rto_min.
+fn first_rto_ms(c: &Conn, sys: &Sysctls) -> u64 {
+    let rto_min = sys
+        .int(sc::RTO_MIN_US)
+        .map_or(budget::RTO_MIN_MS, |us| (us.max(1000) / 1000) as u64);
+    rto_min + c.srtt_us().unwrap_or(0) / 1000
+}
+
+/// Retransmits counted in states where live data retransmission rules apply.
+fn data_retransmits(c: &Conn) -> u32 {
+    [TcpState::ESTABLISHED, TcpState::CLOSE_WAIT]
+        .iter()
+        .map(|s| u32::from(c.retransmits.by_state[s.0 as usize]))
+        .sum()
+}
+
+fn orphan(c: &Conn) -> Option<bool> {
+    c.sock?.get(Field::Orphan).map(|v| v != 0)
+}
+
+/// An established connection that gave up retransmitting data (`tcp_retries2`).
+pub fn data_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
+    let sys = inp.sys;
+    let before = state_before_close(c);
+    let live_state = matches!(before, Some(TcpState::ESTABLISHED | TcpState::CLOSE_WAIT))
+        || (matches!(
+            before,
+            Some(TcpState::FIN_WAIT1 | TcpState::CLOSING | TcpState::LAST_ACK)
+        ) && orphan(c) == Some(false));
+    if c.end != Some(End::Timeout) || !live_state || c.retransmits.total == 0 {
+        return;
+    }
+    let (Some(first), Some(end)) = (c.retransmits.first_ns, c.end_ns) else {
+        return;
+    };
+    let retries2 = sys.int_or_default(sc::RETRIES2).max(0) as u32;
+    let retries1 = sys.int_or_default(sc::RETRIES1).max(0) as u32;
+    let ut = user_timeout(c);
+    let rto0 = first_rto_ms(c, sys);
+    let plan = budget::data(DataRto {
+        boundary: retries2,
+        first_rto_ms: rto0,
+        rto_max_ms: rto_max_ms(sys),
+        user_timeout_ms: ut,
+    });
+    let sent = c.retransmits.total;
+    // The loss began one RTO before the first retransmit.
+    let elapsed = ms(end.saturating_sub(first)) + rto0;
+    let mut d = Diagnosis::new("data_timeout", Severity::Error, sys);
+    d.sysctl = sys.pick(&[sc::RETRIES2, sc::RETRIES1, sc::RTO_MIN_US, sc::RTO_MAX_MS]);
+    add_user_timeout(&mut d, ut);
+    d.observed.push(("retransmits", sent.into()));
+    d.observed.push(("gave_up_after_ms", elapsed.into()));
+    d.expected.push(("retransmits", plan.retransmits().into()));
+    d.expected.push(("budget_ms", plan.budget_ms.into()));
+    d.expected
+        .push(("gave_up_after_ms", plan.give_up_ms.into()));
+    let agrees = super::matches_schedule(sent, elapsed, &plan, rto0);
+    d.agrees = Some(agrees);
+    let route = budget::model_timeout_ms(retries1, budget::RTO_MIN_MS, rto_max_ms(sys));
+    let governing = match ut {
+        Some(ut) => format!(
+            "TCP_USER_TIMEOUT={ut} ms set on the socket replaces the {}={retries2} budget",
+            sc::RETRIES2
+        ),
+        None => format!(
+            "{}={retries2} gives a budget of {} counted from the first retransmission (RTO doubling from {} ms up to {})",
+            sc::RETRIES2,
+            secs(plan.budget_ms),
+            rto0,
+            secs(rto_max_ms(sys))
+        ),
+    };
+    d.message = format!(
+        "The peer {} stopped acknowledging: {sent} retransmits over {}, then the kernel gave up (ETIMEDOUT). {governing}; \
+         the kernel expects {} retransmits and {}{}. After {} ({}={retries1}) it already suspected the route.",
+        peer(c),
+        secs(elapsed),
+        plan.retransmits(),
+        secs(plan.give_up_ms),
+        if agrees {
+            " — it agrees"
+        } else {
+            " — this differs"
+        },
+        secs(route),
+        sc::RETRIES1,
+    );
+    out.push(d);
+}
+
+/// Keepalive gave up: `time + probes × intvl` of silence, per-socket options first.
+pub fn keepalive(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
+    let sys = inp.sys;
+    let keepopen = c.sock.and_then(|s| s.get(Field::KeepOpen)) == Some(1);
+    let by_reason = inp.reset_reason == Some("TCP_KEEPALIVE_TIMEOUT");
+    if c.end != Some(End::Timeout) || !(by_reason || keepopen && data_retransmits(c) == 0) {
+        return;
+    }
+    let Some(established) = c
+        .visits
+        .iter()
+        .find(|v| v.state == TcpState::ESTABLISHED)
+        .and_then(|v| v.since_ns)
+    else {
+        return;
+    };
+    let idle_ms = c.end_ns.map_or(0, |e| ms(e.saturating_sub(established)));
+    let time_own = jiffies_override(c, sys, Field::KeepaliveTimeJiffies);
+    let intvl_own = jiffies_override(c, sys, Field::KeepaliveIntvlJiffies);
+    let probes_own = sock_value(c, Field::KeepaliveProbes);
+    let ut = user_timeout(c);
+    let time = time_own.unwrap_or(sys.int_or_default(sc::KEEPALIVE_TIME).max(0) as u64 * 1000);
+    let intvl = intvl_own.unwrap_or(sys.int_or_default(sc::KEEPALIVE_INTVL).max(0) as u64 * 1000);
+    let probes =
+        probes_own.unwrap_or(sys.int_or_default(sc::KEEPALIVE_PROBES).max(0) as u64) as u32;
+    let expected = budget::keepalive_ms(time, intvl, probes, ut);
+    let mut d = Diagnosis::new("keepalive_timeout", Severity::Error, sys);
+    d.sysctl = sys.pick(&[
+        sc::KEEPALIVE_TIME,
+        sc::KEEPALIVE_INTVL,
+        sc::KEEPALIVE_PROBES,
+    ]);
+    let mut replaced = Vec::new();
+    for (opt, own, knob) in [
+        ("TCP_KEEPIDLE", time_own, sc::KEEPALIVE_TIME),
+        ("TCP_KEEPINTVL", intvl_own, sc::KEEPALIVE_INTVL),
+    ] {
+        if let Some(v) = own {
+            d.overrides.push((opt, secs(v)));
+            replaced.push(format!(
+                "{opt}={} overrides {knob}={}",
+                secs(v),
+                sys.raw(knob).unwrap_or("?")
+            ));
+        }
+    }
+    if let Some(p) = probes_own {
+        d.overrides.push(("TCP_KEEPCNT", p.to_string()));
+        replaced.push(format!(
+            "TCP_KEEPCNT={p} overrides {}={}",
+            sc::KEEPALIVE_PROBES,
+            sys.raw(sc::KEEPALIVE_PROBES).unwrap_or("?")
+        ));
+    }
+    add_user_timeout(&mut d, ut);
+    d.observed.push(("idle_ms", idle_ms.into()));
+    d.expected.push(("idle_ms", expected.into()));
+    d.expected.push(("probes", probes.into()));
+    let agrees = close_enough(idle_ms, expected, 500, 5);
+    d.agrees = Some(agrees);
+    let overrides = if replaced.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " The application set its own values: {}.",
+            replaced.join(", ")
+        )
+    };
+    d.message = format!(
+        "Keepalive killed the connection to {} after {} of silence: {probes} probes went unanswered, then RST and ETIMEDOUT. \
+         The kernel allows {} idle + {probes} probes × {} = {}{}.{overrides} The peer is gone, or something drops its packets.",
+        peer(c),
+        secs(idle_ms),
+        secs(time),
+        secs(intvl),
+        secs(expected),
+        if agrees {
+            " — it agrees"
+        } else {
+            " — this differs"
+        },
+    );
+    out.push(d);
+}

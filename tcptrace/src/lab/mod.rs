@@ -1,0 +1,182 @@
+//! `tcptrace lab`: runs one of the article's experiments between two throwaway network
+//! namespaces with scaled-down sysctls, traces it live through the normal pipeline (every
+//! diagnosis on), prints the explained lifecycles, and checks that the diagnoses the
+//! experiment must produce were produced and agree with the kernel's arithmetic.
+mod net;
+mod scenarios;
+
+use std::{io, sync::mpsc, time::Duration};
+
+use anyhow::{Context as _, bail};
+use tcptrace_core::{
+    diagnose::{
+        Diagnosis, Severity,
+        netns::{NetnsFinding, NetnsSample},
+    },
+    event::Event,
+    lifecycle::Conn,
+    sysctl::Sysctls,
+};
+
+use crate::{
+    flags::{Config, Format},
+    make_sink,
+    pipeline::Mode,
+    sink::{RenderCtx, Sink},
+};
+use net::{Lab, Side};
+use scenarios::{SCENARIOS, Scenario};
+
+/// Passes everything to the real sink and remembers which rules fired where.
+struct Recorder<'a> {
+    inner: &'a mut dyn Sink,
+    /// (netns, rule, agrees, namespace-wide)
+    seen: Vec<(u32, &'static str, Option<bool>, bool)>,
+}
+
+impl Sink for Recorder<'_> {
+    fn event(&mut self, ev: &Event, prev_ns: Option<u64>) -> io::Result<()> {
+        self.inner.event(ev, prev_ns)
+    }
+    fn conn(&mut self, c: &Conn, diagnosis: &[Diagnosis]) -> io::Result<()> {
+        for d in diagnosis {
+            self.seen
+                .push((c.netns.unwrap_or(0), d.rule, d.agrees, false));
+        }
+        self.inner.conn(c, diagnosis)
+    }
+    fn finding(&mut self, f: &NetnsFinding) -> io::Result<()> {
+        self.seen
+            .push((f.netns, f.diagnosis.rule, f.diagnosis.agrees, true));
+        self.inner.finding(f)
+    }
+    fn sysctl(&mut self, ts_ns: u64, netns: u32, s: &Sysctls) -> io::Result<()> {
+        self.inner.sysctl(ts_ns, netns, s)
+    }
+    fn sample(&mut self, s: &NetnsSample) -> io::Result<()> {
+        self.inner.sample(s)
+    }
+    fn lost(&mut self, ts_ns: u64, count: u64) -> io::Result<()> {
+        self.inner.lost(ts_ns, count)
+    }
+    fn ctx_mut(&mut self) -> &mut RenderCtx {
+        self.inner.ctx_mut()
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn list() {
+    println!("Scenarios (tcptrace lab NAME):");
+    for s in &SCENARIOS {
+        println!("  {:<20} [{}] {}", s.name, s.article, s.what);
+    }
+}
+
+pub fn run(cfg: &Config, name: Option<&str>) -> anyhow::Result<()> {
+    let Some(name) = name else {
+        list();
+        return Ok(());
+    };
+    let Some(sc) = SCENARIOS.iter().find(|s| s.name == name) else {
+        bail!("unknown lab scenario {name:?}; `tcptrace lab` lists them");
+    };
+    let lab = Lab::new().context("creating the lab namespaces (needs root and iproute2)")?;
+    for (side, k, v) in sc.sysctls {
+        lab.sysctl(*side, k, v)?;
+    }
+    let (srv, cli) = (lab.inode(Side::Server)?, lab.inode(Side::Client)?);
+    let mut cfg = cfg.clone();
+    cfg.conn_filter.netns = vec![srv, cli];
+    if cfg.diagnose.is_none_or(|d| d > Severity::Info) {
+        cfg.diagnose = Some(Severity::Info);
+    }
+    eprintln!(
+        "tcptrace lab: {} [{}]: {}; server netns {srv} ({}), client netns {cli} ({})",
+        sc.name,
+        sc.article,
+        sc.what,
+        net::SRV4,
+        net::CLI4
+    );
+    let mut sink = make_sink(&cfg, RenderCtx::default());
+    let mut rec = Recorder {
+        inner: sink.as_mut(),
+        seen: Vec::new(),
+    };
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let outcome = std::thread::scope(|scope| {
+        let lab = &lab;
+        let actor = scope.spawn(move || {
+            ready_rx
+                .recv_timeout(Duration::from_secs(30))
+                .context("the tracer did not start")?;
+            let r = (sc.run)(lab);
+            // Trailing facts (timewait lookups, a last namespace sample) before stopping.
+            std::thread::sleep(Duration::from_millis(1500));
+            let _ = stop_tx.send(());
+            r
+        });
+        let traced = crate::trace(&cfg, &mut rec, Some(stop_rx), Some(ready_tx));
+        let acted = actor
+            .join()
+            .map_err(|_| anyhow::anyhow!("lab actor panicked"))?;
+        traced.map(|stats| (stats, acted))
+    });
+    let (stats, acted) = outcome?;
+    acted.with_context(|| format!("scenario {}", sc.name))?;
+    eprintln!("tcptrace: {stats}");
+    if cfg.mode == Mode::Events {
+        // A recording: its diagnoses come when it is replayed.
+        eprintln!("tcptrace lab: events recorded; `tcptrace replay` explains them");
+        return Ok(());
+    }
+    verify(sc, &rec.seen, srv, cli, cfg.format)
+}
+
+fn verify(
+    sc: &Scenario,
+    seen: &[(u32, &'static str, Option<bool>, bool)],
+    srv: u32,
+    cli: u32,
+    _format: Format,
+) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    for e in sc.expect {
+        let ns = if e.side == Side::Server { srv } else { cli };
+        let hits: Vec<_> = seen
+            .iter()
+            .filter(|(n, r, _, wide)| *n == ns && *r == e.rule && *wide == e.netns_wide)
+            .collect();
+        let ok = hits.iter().any(|(_, _, agrees, _)| *agrees != Some(false));
+        let verdict = match (hits.is_empty(), ok) {
+            (true, _) => "MISSING",
+            (false, true) => "explained",
+            (false, false) => "explained, but DISAGREES with the kernel's arithmetic",
+        };
+        eprintln!(
+            "tcptrace lab: {} {}: {} ({})",
+            e.side.name(),
+            if e.netns_wide {
+                "namespace"
+            } else {
+                "connection"
+            },
+            e.rule,
+            verdict
+        );
+        if !ok {
+            missing.push(e.rule);
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "lab {}: expected diagnoses not produced or not agreeing: {}",
+            sc.name,
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! `tcptrace sysctl`: the TCP sysctls of one network namespace, what each governs, and the
+//! budgets they imply.
+use std::{
+    io::{self, Write as _},
+    path::PathBuf,
+};
+
+use anyhow::{Context as _, bail};
+use tcptrace_core::{
+    diagnose::budgets::budgets,
+    sysctl::{KNOBS, Sysctls},
+};
+
+use crate::{
+    diag::{kernel_hz, netns_paths, own_netns, read_namespace},
+    flags::{Config, Format},
+    sink::json::push_str,
+};
+
+/// The namespace asked for: (inode, path to join; None = ours).
+fn target(cfg: &Config) -> anyhow::Result<(u32, Option<PathBuf>)> {
+    let own = own_netns().context("reading our own network namespace")?;
+    if let Some(pid) = cfg.pid {
+        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let ino =
+            std::fs::metadata(&path).with_context(|| format!("--pid {pid}: no such process"))?;
+        let ino = std::os::unix::fs::MetadataExt::ino(&ino) as u32;
+        return Ok((ino, (ino != own).then_some(path)));
+    }
+    match cfg.filter.netns {
+        0 => Ok((own, None)),
+        ns if ns == own => Ok((own, None)),
+        ns => match netns_paths().remove(&ns) {
+            Some(p) => Ok((ns, Some(p))),
+            None => bail!("--netns {ns}: no process or /run/netns entry holds that namespace"),
+        },
+    }
+}
+
+pub fn run(cfg: &Config) -> anyhow::Result<()> {
+    let (ns, path) = target(cfg)?;
+    let reading = read_namespace(path.as_deref(), true, kernel_hz())
+        .with_context(|| format!("reading the sysctls of netns {ns}"))?;
+    let sys = reading.sysctls.unwrap_or_else(|| Sysctls::defaults(None));
+    let mut out = io::stdout().lock();
+    let r = match cfg.format {
+        Format::Text => text(&mut out, ns, &sys),
+        Format::Json => json(&mut out, ns, &sys),
+    };
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+fn text(out: &mut impl io::Write, ns: u32, sys: &Sysctls) -> io::Result<()> {
+    writeln!(out, "TCP sysctls of network namespace {ns}:")?;
+    for k in &KNOBS {
+        let value = sys.raw(k.name).unwrap_or("(not on this kernel)");
+        writeln!(out, "  {:<34} {:<14} {}", k.name, value, k.meaning)?;
+    }
+    if let Some(hz) = sys.hz {
+        writeln!(
+            out,
+            "  {:<34} {:<14} kernel timer ticks per second (per-socket options are stored in ticks)",
+            "CONFIG_HZ", hz
+        )?;
+    }
+    writeln!(out, "\nWhat they mean here:")?;
+    for b in budgets(sys) {
+        writeln!(out, "  - {}", b.text)?;
+    }
+    Ok(())
+}
+
+fn json(out: &mut impl io::Write, ns: u32, sys: &Sysctls) -> io::Result<()> {
+    let mut buf = Vec::new();
+    let _ = write!(buf, "{{\"type\":\"sysctl_report\",\"netns\":{ns},\"hz\":");
+    match sys.hz {
+        Some(hz) => {
+            let _ = write!(buf, "{hz}");
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b",\"sysctls\":[");
+    for (i, k) in KNOBS.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"{\"name\":");
+        push_str(&mut buf, k.name.as_bytes());
+        buf.extend_from_slice(b",\"value\":");
+        match sys.raw(k.name) {
+            Some(v) => push_str(&mut buf, v.as_bytes()),
+            None => buf.extend_from_slice(b"null"),
+        }
+        buf.extend_from_slice(b",\"meaning\":");
+        push_str(&mut buf, k.meaning.as_bytes());
+        buf.push(b'}');
+    }
+    buf.extend_from_slice(b"],\"budgets\":[");
+    for (i, b) in budgets(sys).iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        let _ = write!(buf, "{{\"key\":\"{}\",\"ms\":{},\"text\":", b.key, b.ms);
+        push_str(&mut buf, b.text.as_bytes());
+        buf.push(b'}');
+    }
+    buf.extend_from_slice(b"]}\n");
+    out.write_all(&buf)?;
+    out.flush()
+}
