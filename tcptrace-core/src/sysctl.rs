@@ -252,13 +252,20 @@ impl Sysctls {
         Some((lo, hi))
     }
 
+    /// `tcp_rto_max_ms`, or the compiled-in 120 s on kernels without it.
+    pub fn rto_max_ms(&self) -> u64 {
+        self.int(RTO_MAX_MS).map_or(120_000, |v| v.max(1) as u64)
+    }
+
+    /// `tcp_rto_min_us` in ms (at least 1), or the compiled-in 200 ms on kernels without it.
+    pub fn rto_min_ms(&self) -> u64 {
+        self.int(RTO_MIN_US)
+            .map_or(200, |us| (us.max(1000) / 1000) as u64)
+    }
+
     /// Every value read, in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
         self.values.iter().map(|(k, v)| (*k, v.as_str()))
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.values.contains_key(name)
     }
 
     /// `(name, value)` for the diagnosis of a rule that depends on `names` (absent ones left
@@ -302,7 +309,7 @@ mod tests {
         assert_eq!(s.raw(LOCAL_PORT_RANGE), Some("32768 60999"));
         assert_eq!(s.port_range(), Some((32768, 60999)));
         assert_eq!(s.int(SYN_RETRIES), Some(3));
-        assert!(!s.has("net.ipv4.not_a_knob"));
+        assert_eq!(s.raw("net.ipv4.not_a_knob"), None);
         // Absent on this kernel: the default is used for arithmetic, never reported.
         assert_eq!(s.int(SYN_LINEAR_TIMEOUTS), None);
         assert_eq!(s.int_or_default(SYN_LINEAR_TIMEOUTS), 4);

@@ -2,7 +2,7 @@
 //! connection's own network namespace: the timewait socket a closed connection became, whether
 //! a half-open handshake's request socket still exists, and the sockets that predate tracing
 //! or are still open at exit. Each answer becomes an [`Event`], so `replay` sees it too.
-use std::{collections::HashMap, path::PathBuf};
+use std::collections::HashMap;
 
 use tcptrace_common::{AF_INET, AF_INET6, Filter};
 use tcptrace_core::{
@@ -12,7 +12,7 @@ use tcptrace_core::{
     tcp::TcpState,
 };
 
-use crate::diag::{DiagSock, NetnsDiag, TcpInfo, Tuple, netns_paths, own_netns, socket_owners};
+use crate::diag::{DiagSock, NetnsDiag, NetnsPaths, TcpInfo, Tuple, socket_owners};
 
 /// sock_diag lookups per second at most; beyond it timewait confirmations are skipped (the
 /// records say `time_wait_unconfirmed`) so a connection storm cannot make us a storm too.
@@ -30,8 +30,7 @@ pub struct Augmenter {
     /// The user's family/port filters, applied to dumped sockets as the kernel applies them
     /// to events.
     filter: Filter,
-    own_ns: u32,
-    paths: HashMap<u32, PathBuf>,
+    paths: NetnsPaths,
     diag: HashMap<u32, Option<NetnsDiag>>,
     pending_tw: Vec<Event>,
     window_start_ns: u64,
@@ -84,8 +83,7 @@ impl Augmenter {
             enabled,
             netns_filter,
             filter,
-            own_ns: own_netns().unwrap_or(0),
-            paths: HashMap::new(),
+            paths: NetnsPaths::new(),
             diag: HashMap::new(),
             pending_tw: Vec::new(),
             window_start_ns: 0,
@@ -127,18 +125,10 @@ impl Augmenter {
     /// The sock_diag socket of a namespace, opened on first use.
     fn socket(&mut self, netns: u32) -> Option<&mut NetnsDiag> {
         if !self.diag.contains_key(&netns) {
-            let opened = if netns == self.own_ns {
-                NetnsDiag::current()
-            } else {
-                if !self.paths.contains_key(&netns) {
-                    self.paths = netns_paths();
-                }
-                match self.paths.get(&netns) {
-                    Some(p) => NetnsDiag::open(p),
-                    None => Err(std::io::Error::other(
-                        "no process or /run/netns entry holds it",
-                    )),
-                }
+            let opened = match self.paths.locate(netns) {
+                Ok(None) => NetnsDiag::current(),
+                Ok(Some(p)) => NetnsDiag::open(&p),
+                Err(e) => Err(e),
             };
             let d = match opened {
                 Ok(d) => Some(d),
@@ -155,16 +145,25 @@ impl Augmenter {
         self.diag.get_mut(&netns)?.as_mut()
     }
 
-    fn lookup(&mut self, netns: u32, v6: bool, t: &Tuple) -> Option<Option<DiagSock>> {
+    /// Asks the namespace's socket; a failure means the namespace went away, so the socket is
+    /// forgotten.
+    fn ask<T>(
+        &mut self,
+        netns: u32,
+        q: impl FnOnce(&mut NetnsDiag) -> std::io::Result<T>,
+    ) -> Option<T> {
         let d = self.socket(netns)?;
-        match d.lookup(v6, t) {
-            Ok(found) => Some(found),
+        match q(d) {
+            Ok(v) => Some(v),
             Err(_) => {
-                // A namespace that went away: forget its socket.
                 self.diag.remove(&netns);
                 None
             }
         }
+    }
+
+    fn lookup(&mut self, netns: u32, v6: bool, t: &Tuple) -> Option<Option<DiagSock>> {
+        self.ask(netns, |d| d.lookup(v6, t))
     }
 
     /// Asks what this batch needs: timewait sockets of connections that just closed, and
@@ -239,24 +238,12 @@ impl Augmenter {
         if !self.enabled {
             return None;
         }
-        let d = self.socket(netns)?;
-        match d.dump(states, false) {
-            Ok(v) => Some(v),
-            Err(_) => {
-                self.diag.remove(&netns);
-                None
-            }
-        }
+        self.ask(netns, |d| d.dump(states, false))
     }
 
     fn namespaces(&mut self) -> Vec<u32> {
-        self.paths = netns_paths();
-        let mut all: Vec<u32> = self.paths.keys().copied().collect();
-        if self.own_ns != 0 && !all.contains(&self.own_ns) {
-            all.push(self.own_ns);
-        }
+        let mut all = self.paths.all();
         all.retain(|ns| self.netns_filter.is_empty() || self.netns_filter.contains(ns));
-        all.sort_unstable();
         all
     }
 
@@ -271,10 +258,7 @@ impl Augmenter {
             SEED_STATES
         };
         for netns in self.namespaces() {
-            let Some(d) = self.socket(netns) else {
-                continue;
-            };
-            let Ok(mut socks) = d.dump(states, true) else {
+            let Some(mut socks) = self.ask(netns, |d| d.dump(states, true)) else {
                 continue;
             };
             // Listeners first: they tell which seeded sockets are server side.

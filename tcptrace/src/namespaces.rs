@@ -2,7 +2,7 @@
 //! first seen (before its first connection can finish) and again every [`REFRESH_NS`]; on
 //! every tick a sample of its TcpExt counters, TIME_WAIT sockets per destination and listener
 //! queues. Everything goes through the pipeline, so `--events` recordings carry it.
-use std::{collections::HashMap, io, net::IpAddr, path::PathBuf};
+use std::{collections::HashMap, fs::File, io, net::IpAddr};
 
 use tcptrace_core::{
     diagnose::netns::{Listener, NetnsSample},
@@ -12,7 +12,7 @@ use tcptrace_core::{
 
 use crate::{
     augment::Augmenter,
-    diag::{netns_paths, own_netns, read_namespace},
+    diag::{NetnsPaths, read_namespace, read_tcpext},
     pipeline::Pipeline,
 };
 
@@ -27,19 +27,22 @@ const TOP_DESTS: usize = 8;
 struct Known {
     last_event_ns: u64,
     sysctls_read_ns: Option<u64>,
+    /// Its /proc/net/netstat, opened inside it at the first read.
+    netstat: Option<File>,
     failed: bool,
 }
 
 pub struct Namespaces {
     enabled: bool,
     hz: Option<u32>,
-    own_ns: u32,
     /// Namespaces of interest (empty: all).
     netns_filter: Vec<u32>,
-    paths: HashMap<u32, PathBuf>,
+    paths: NetnsPaths,
     known: HashMap<u32, Known>,
     /// The namespace of the previous event: most events repeat it, so no map lookup.
     last: Option<u32>,
+    /// An event of `last` arrived since the previous tick (its activity time is due).
+    last_seen: bool,
 }
 
 impl Namespaces {
@@ -47,11 +50,11 @@ impl Namespaces {
         Self {
             enabled,
             hz,
-            own_ns: own_netns().unwrap_or(0),
             netns_filter,
-            paths: HashMap::new(),
+            paths: NetnsPaths::new(),
             known: HashMap::new(),
             last: None,
+            last_seen: false,
         }
     }
 
@@ -61,9 +64,11 @@ impl Namespaces {
             return Ok(());
         };
         if self.last == Some(ns) {
+            self.last_seen = true;
             return Ok(());
         }
         self.last = Some(ns);
+        self.last_seen = false;
         if !self.netns_filter.is_empty() && !self.netns_filter.contains(&ns) {
             return Ok(());
         }
@@ -72,7 +77,8 @@ impl Namespaces {
         if k.sysctls_read_ns.is_none() && !k.failed {
             // First sight: sysctls before its first connection can finish, and the counters
             // as the baseline later samples are compared with.
-            if let Some(tcpext) = self.read(ns, ev.ts_ns, true, pipeline)? {
+            self.read(ns, ev.ts_ns, pipeline)?;
+            if let Some(tcpext) = self.counters(ns) {
                 pipeline.sample(&NetnsSample {
                     netns: ns,
                     ts_ns: ev.ts_ns,
@@ -84,43 +90,38 @@ impl Namespaces {
         Ok(())
     }
 
-    /// Reads a namespace; with `sysctls`, its sysctls and MTUs too. Returns its counters.
-    fn read(
-        &mut self,
-        ns: u32,
-        now_ns: u64,
-        sysctls: bool,
-        pipeline: &mut Pipeline,
-    ) -> io::Result<Option<Vec<(String, u64)>>> {
-        let path = if ns == self.own_ns {
-            None
-        } else {
-            if !self.paths.contains_key(&ns) {
-                self.paths = netns_paths();
-            }
-            match self.paths.get(&ns) {
-                Some(p) => Some(p.clone()),
-                None => {
-                    self.fail(ns, "no process or /run/netns entry holds it");
-                    return Ok(None);
-                }
-            }
-        };
-        let reading = match read_namespace(path.as_deref(), sysctls, self.hz) {
+    /// Visits a namespace for its sysctls and MTUs (and, the first time, its netstat file).
+    fn read(&mut self, ns: u32, now_ns: u64, pipeline: &mut Pipeline) -> io::Result<()> {
+        let reading = self
+            .paths
+            .locate(ns)
+            .and_then(|path| read_namespace(path.as_deref(), self.hz));
+        let reading = match reading {
             Ok(r) => r,
             Err(e) => {
                 self.fail(ns, &e.to_string());
-                return Ok(None);
+                return Ok(());
             }
         };
-        if let Some(s) = reading.sysctls {
-            self.known.entry(ns).or_default().sysctls_read_ns = Some(now_ns);
-            pipeline.set_sysctls(now_ns, ns, s)?;
-            for (addr, mtu) in reading.mtus {
-                pipeline.mtus.insert((ns, addr), mtu);
+        let k = self.known.entry(ns).or_default();
+        k.sysctls_read_ns = Some(now_ns);
+        k.netstat.get_or_insert(reading.netstat);
+        for (addr, mtu) in reading.mtus {
+            pipeline.mtus.insert((ns, addr), mtu);
+        }
+        pipeline.set_sysctls(now_ns, ns, reading.sysctls)
+    }
+
+    /// The namespace's TcpExt counters now, from its kept netstat file.
+    fn counters(&mut self, ns: u32) -> Option<Vec<(String, u64)>> {
+        let file = self.known.get_mut(&ns)?.netstat.as_mut()?;
+        match read_tcpext(file) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.fail(ns, &e.to_string());
+                None
             }
         }
-        Ok(Some(reading.tcpext))
     }
 
     fn fail(&mut self, ns: u32, why: &str) {
@@ -128,7 +129,7 @@ impl Namespaces {
         if !k.failed {
             k.failed = true;
             eprintln!(
-                "tcptrace: warning: sysctls of netns {ns} unreadable ({why}); its diagnoses assume kernel defaults"
+                "tcptrace: warning: netns {ns} unreadable ({why}); its diagnoses assume kernel defaults"
             );
         }
     }
@@ -143,17 +144,32 @@ impl Namespaces {
         if !self.enabled {
             return Ok(());
         }
+        if let Some(k) = self
+            .last
+            .filter(|_| self.last_seen)
+            .and_then(|ns| self.known.get_mut(&ns))
+        {
+            k.last_event_ns = k.last_event_ns.max(now_ns);
+        }
+        self.last_seen = false;
+        // Namespaces quiet for long are forgotten (closing their netstat file); an event
+        // brings them back.
+        self.known
+            .retain(|_, k| k.failed || now_ns.saturating_sub(k.last_event_ns) < ACTIVE_NS);
         let active: Vec<u32> = self
             .known
             .iter()
-            .filter(|(_, k)| !k.failed && now_ns.saturating_sub(k.last_event_ns) < ACTIVE_NS)
+            .filter(|(_, k)| !k.failed)
             .map(|(ns, _)| *ns)
             .collect();
         for ns in active {
             let stale = self.known[&ns]
                 .sysctls_read_ns
                 .is_none_or(|t| now_ns.saturating_sub(t) >= REFRESH_NS);
-            let Some(tcpext) = self.read(ns, now_ns, stale, pipeline)? else {
+            if stale {
+                self.read(ns, now_ns, pipeline)?;
+            }
+            let Some(tcpext) = self.counters(ns) else {
                 continue;
             };
             let mut sample = NetnsSample {

@@ -72,7 +72,6 @@ pub struct Pipeline<'s> {
     /// Assumed for namespaces not read (yet).
     fallback: Sysctls,
     watches: HashMap<u32, NetnsWatch>,
-    reasons: HashMap<u32, String>,
     /// Interface MTU by (netns, local address), when the caller knows it.
     pub mtus: HashMap<(u32, std::net::IpAddr), u32>,
     diags: Vec<Diagnosis>,
@@ -97,7 +96,6 @@ impl<'s> Pipeline<'s> {
             sysctls: HashMap::new(),
             fallback: Sysctls::defaults(None),
             watches: HashMap::new(),
-            reasons: HashMap::new(),
             mtus: HashMap::new(),
             diags: Vec::new(),
             findings: Vec::new(),
@@ -178,7 +176,6 @@ impl<'s> Pipeline<'s> {
     /// A reset reason's name: for printing, and to know which resets are aborts in `close()`.
     pub fn learn_reason(&mut self, code: u32, name: &str) {
         self.table.learn_reason(code, name);
-        self.reasons.insert(code, name.to_string());
         self.sink
             .ctx_mut()
             .reset_reasons
@@ -207,12 +204,11 @@ impl<'s> Pipeline<'s> {
             self.diags.clear();
             if let Some(min) = self.min_severity {
                 let netns = c.netns.unwrap_or(0);
+                // Reason names live in the sink's rendering context (learned once, shared).
+                let ctx = self.sink.ctx_mut();
                 let inp = Inputs {
                     sys: self.sysctls.get(&netns).unwrap_or(&self.fallback),
-                    reset_reason: c
-                        .reset_reason
-                        .and_then(|r| self.reasons.get(&r))
-                        .map(String::as_str),
+                    reset_reason: c.reset_reason.and_then(|r| ctx.reason_name(r)),
                     mtu: self.mtus.get(&(netns, c.laddr)).copied(),
                 };
                 diagnose::diagnose(&c, &inp, min, &mut self.diags);

@@ -5,43 +5,41 @@ use std::{
     path::PathBuf,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use tcptrace_core::{
     diagnose::budgets::budgets,
     sysctl::{KNOBS, Sysctls},
 };
 
 use crate::{
-    diag::{kernel_hz, netns_paths, own_netns, read_namespace},
+    diag::{NetnsPaths, kernel_hz, read_namespace},
     flags::{Config, Format},
     sink::json::push_str,
 };
 
 /// The namespace asked for: (inode, path to join; None = ours).
 fn target(cfg: &Config) -> anyhow::Result<(u32, Option<PathBuf>)> {
-    let own = own_netns().context("reading our own network namespace")?;
+    let mut paths = NetnsPaths::new();
     if let Some(pid) = cfg.pid {
         let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
         let ino =
             std::fs::metadata(&path).with_context(|| format!("--pid {pid}: no such process"))?;
         let ino = std::os::unix::fs::MetadataExt::ino(&ino) as u32;
-        return Ok((ino, (ino != own).then_some(path)));
+        return Ok((ino, (ino != paths.own()).then_some(path)));
     }
-    match cfg.filter.netns {
-        0 => Ok((own, None)),
-        ns if ns == own => Ok((own, None)),
-        ns => match netns_paths().remove(&ns) {
-            Some(p) => Ok((ns, Some(p))),
-            None => bail!("--netns {ns}: no process or /run/netns entry holds that namespace"),
-        },
-    }
+    let ns = match cfg.filter.netns {
+        0 => paths.own(),
+        ns => ns,
+    };
+    let path = paths.locate(ns).with_context(|| format!("--netns {ns}"))?;
+    Ok((ns, path))
 }
 
 pub fn run(cfg: &Config) -> anyhow::Result<()> {
     let (ns, path) = target(cfg)?;
-    let reading = read_namespace(path.as_deref(), true, kernel_hz())
-        .with_context(|| format!("reading the sysctls of netns {ns}"))?;
-    let sys = reading.sysctls.unwrap_or_else(|| Sysctls::defaults(None));
+    let sys = read_namespace(path.as_deref(), kernel_hz())
+        .with_context(|| format!("reading the sysctls of netns {ns}"))?
+        .sysctls;
     let mut out = io::stdout().lock();
     let r = match cfg.format {
         Format::Text => text(&mut out, ns, &sys),

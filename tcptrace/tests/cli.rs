@@ -4,18 +4,11 @@ mod harness;
 
 use std::{
     io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
+    process::Stdio,
     time::Duration,
 };
 
-use harness::{NetPair, privileged, spawn_attached};
-
-fn tcptrace(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tcptrace"))
-        .args(args)
-        .output()
-        .expect("run tcptrace")
-}
+use harness::{NetPair, privileged, spawn_attached, tcptrace};
 
 #[test]
 fn bad_values_are_one_line_errors() {

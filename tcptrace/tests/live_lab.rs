@@ -4,18 +4,13 @@
 //! that agree with the kernel's arithmetic.
 mod harness;
 
-use std::process::Command;
-
-use harness::privileged;
+use harness::{privileged, tcptrace};
 use serde_json::Value;
 
 /// Runs a scenario; returns its JSON lines. The lab itself fails if an expected diagnosis is
 /// missing or disagrees, so a zero exit is asserted first.
 fn lab(name: &str) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
-        .args(["lab", name, "--format", "json"])
-        .output()
-        .expect("run tcptrace lab");
+    let out = tcptrace(&["lab", name, "--format", "json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "lab {name} failed:\n{stderr}");
     String::from_utf8_lossy(&out.stdout)

@@ -1,6 +1,8 @@
 //! `tcptrace replay`: a recorded real event stream (two namespaces, six scenarios) rebuilds
 //! exactly the committed connection records, through the same table as live tracing.
-use std::process::Command;
+mod harness;
+
+use harness::tcptrace;
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -10,13 +12,6 @@ const GOLDEN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tcptrace-core/tests/fixtures/netns_scenarios.conn.jsonl"
 );
-
-fn tcptrace(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tcptrace"))
-        .args(args)
-        .output()
-        .expect("run tcptrace")
-}
 
 #[test]
 fn replay_rebuilds_the_golden_records() {

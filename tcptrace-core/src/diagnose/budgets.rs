@@ -20,9 +20,7 @@ fn int(sys: &Sysctls, name: &str) -> u64 {
 }
 
 pub fn budgets(sys: &Sysctls) -> Vec<Budget> {
-    let rto_max = sys
-        .int(sc::RTO_MAX_MS)
-        .map_or(budget::RTO_MAX_MS, |v| v.max(1) as u64);
+    let rto_max = sys.rto_max_ms();
     let syn_retries = int(sys, sc::SYN_RETRIES) as u32;
     let syn = budget::syn_sent(SynSent {
         syn_retries,

@@ -1,20 +1,16 @@
 //! Rules for the closing side: FIN retries of an orphaned socket (FIN_WAIT1, CLOSING,
 //! LAST_ACK), the orphaned FIN_WAIT2 timeout, TIME_WAIT, and resets with their kernel reason.
 use super::{
-    Diagnosis, Inputs, Severity, jiffies_override, matches_schedule, open::tw_reuse_advice, peer,
+    Diagnosis, Inputs, Severity, first_rto_ms, jiffies_override, matches_schedule,
+    open::tw_reuse_advice, orphan, peer,
 };
 use crate::{
     budget::{self, DataRto, secs},
     lifecycle::{Conn, End, end::state_before_close},
     snapshot::Field,
-    sysctl::{self as sc, Sysctls},
+    sysctl as sc,
     tcp::TcpState,
 };
-
-fn rto_max_ms(sys: &Sysctls) -> u64 {
-    sys.int(sc::RTO_MAX_MS)
-        .map_or(budget::RTO_MAX_MS, |v| v.max(1) as u64)
-}
 
 /// The closed socket retransmitted its FIN until `tcp_orphan_retries` (0 → 8) ran out.
 pub fn orphan_fin(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
@@ -31,7 +27,7 @@ pub fn orphan_fin(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
         || (c.end == Some(End::Closed) && state != TcpState::LAST_ACK)
         || c.end == Some(End::Open)
         || c.end.is_none()
-        || c.sock.and_then(|s| s.get(Field::Orphan)) == Some(0)
+        || orphan(c) == Some(false)
     {
         return;
     }
@@ -41,14 +37,11 @@ pub fn orphan_fin(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     }
     let sysctl = sys.int_or_default(sc::ORPHAN_RETRIES).max(0) as u32;
     let retries = budget::orphan_retries(sysctl, true);
-    let rto0 = sys
-        .int(sc::RTO_MIN_US)
-        .map_or(budget::RTO_MIN_MS, |us| (us.max(1000) / 1000) as u64)
-        + c.srtt_us().unwrap_or(0) / 1000;
+    let rto0 = first_rto_ms(c, sys);
     let plan = budget::data(DataRto {
         boundary: retries,
         first_rto_ms: rto0,
-        rto_max_ms: rto_max_ms(sys),
+        rto_max_ms: sys.rto_max_ms(),
         user_timeout_ms: None,
     });
     let in_state = c
@@ -80,7 +73,7 @@ pub fn orphan_fin(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
         let eight = budget::data(DataRto {
             boundary: budget::ORPHAN_RETRIES_ALIVE,
             first_rto_ms: rto0,
-            rto_max_ms: rto_max_ms(sys),
+            rto_max_ms: sys.rto_max_ms(),
             user_timeout_ms: None,
         });
         format!(
@@ -122,7 +115,7 @@ pub fn fin_wait2(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     let own = jiffies_override(c, sys, Field::Linger2Jiffies)
         .filter(|_| c.sock.and_then(|s| s.get_signed(Field::Linger2Jiffies)) > Some(0));
     let fin_timeout = own.unwrap_or(sys.int_or_default(sc::FIN_TIMEOUT).max(0) as u64 * 1000);
-    let rto = budget::RTO_MIN_MS + c.srtt_us().unwrap_or(0) / 1000;
+    let rto = first_rto_ms(c, sys);
     let expected = budget::fin_wait2_ms(fin_timeout, rto).min(budget::TIME_WAIT_MS);
     let mut d = Diagnosis::new("fin_wait2_timeout", Severity::Warning, sys);
     d.sysctl = sys.pick(&[sc::FIN_TIMEOUT]);

@@ -34,12 +34,6 @@ impl Severity {
             Self::Error => "error",
         }
     }
-
-    pub fn from_name(s: &str) -> Option<Self> {
-        [Self::Info, Self::Warning, Self::Error]
-            .into_iter()
-            .find(|v| v.name() == s)
-    }
 }
 
 /// A number, flag or text in `observed` / `expected`.
@@ -155,6 +149,16 @@ fn matches_schedule(sent: u32, elapsed_ms: u64, s: &crate::budget::Schedule, rto
 fn jiffies_override(c: &Conn, sys: &Sysctls, f: Field) -> Option<u64> {
     let j = c.sock?.get(f).filter(|v| *v != 0)?;
     sys.jiffies_to_ms(j)
+}
+
+/// The connection's RTO when the loss began: `srtt + max(rttvar, rto_min)` ≈ srtt + rto_min.
+fn first_rto_ms(c: &Conn, sys: &Sysctls) -> u64 {
+    sys.rto_min_ms() + c.srtt_us().unwrap_or(0) / 1000
+}
+
+/// Whether the application had closed the socket (`SOCK_DEAD`), when the snapshot says.
+fn orphan(c: &Conn) -> Option<bool> {
+    c.sock?.get(Field::Orphan).map(|v| v != 0)
 }
 
 fn sock_value(c: &Conn, f: Field) -> Option<u64> {

@@ -1,6 +1,9 @@
 //! Rules for connections that failed while opening or while open: connect timeout, refusal
 //! and local port exhaustion, half-open handshakes, data retransmission timeout, keepalive.
-use super::{Diagnosis, Inputs, Severity, Value, close_enough, jiffies_override, peer, sock_value};
+use super::{
+    Diagnosis, Inputs, Severity, Value, close_enough, first_rto_ms, jiffies_override, orphan, peer,
+    sock_value,
+};
 use crate::{
     budget::{self, DataRto, SynSent, secs},
     lifecycle::{Conn, End, Role, end::state_before_close, note},
@@ -11,11 +14,6 @@ use crate::{
 
 fn ms(ns: u64) -> u64 {
     ns / 1_000_000
-}
-
-fn rto_max_ms(sys: &Sysctls) -> u64 {
-    sys.int(sc::RTO_MAX_MS)
-        .map_or(budget::RTO_MAX_MS, |v| v.max(1) as u64)
 }
 
 /// The retransmit limit of an active open and whether the socket set its own.
@@ -75,7 +73,7 @@ fn syn_timeout(c: &Conn, sys: &Sysctls, out: &mut Vec<Diagnosis>) {
     let plan = budget::syn_sent(SynSent {
         syn_retries: retries,
         linear_timeouts: linear,
-        rto_max_ms: rto_max_ms(sys),
+        rto_max_ms: sys.rto_max_ms(),
         user_timeout_ms: ut,
     });
     let sent = u32::from(c.retransmits.by_state[TcpState::SYN_SENT.0 as usize]);
@@ -103,7 +101,7 @@ fn syn_timeout(c: &Conn, sys: &Sysctls, out: &mut Vec<Diagnosis>) {
         (_, Some(ut)) => format!(
             "TCP_USER_TIMEOUT={ut} ms set on the socket replaces the sysctl budget ({} allows {})",
             sc::SYN_RETRIES,
-            secs(budget::model_timeout_ms(retries, 1000, rto_max_ms(sys)))
+            secs(budget::model_timeout_ms(retries, 1000, sys.rto_max_ms()))
         ),
         (Some(n), None) => format!(
             "TCP_SYNCNT={n} set on the socket overrides {}={}; it gives a budget of {}",
@@ -198,7 +196,7 @@ pub fn half_open(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
         return;
     }
     let retries = sys.int_or_default(sc::SYNACK_RETRIES).max(0) as u32;
-    let plan = budget::synack(retries, rto_max_ms(sys));
+    let plan = budget::synack(retries, sys.rto_max_ms());
     let gone = c.end.is_some() && c.end != Some(End::Open);
     let mut d = Diagnosis::new("half_open", Severity::Warning, sys);
     d.sysctl = sys.pick(&[sc::SYNACK_RETRIES, sc::MAX_SYN_BACKLOG, sc::SYNCOOKIES]);
@@ -251,24 +249,12 @@ pub fn half_open(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     out.push(d);
 }
 
-/// The connection's RTO when the loss began: `srtt + max(rttvar, rto_min)` ≈ srtt + rto_min.
-fn first_rto_ms(c: &Conn, sys: &Sysctls) -> u64 {
-    let rto_min = sys
-        .int(sc::RTO_MIN_US)
-        .map_or(budget::RTO_MIN_MS, |us| (us.max(1000) / 1000) as u64);
-    rto_min + c.srtt_us().unwrap_or(0) / 1000
-}
-
 /// Retransmits counted in states where live data retransmission rules apply.
 fn data_retransmits(c: &Conn) -> u32 {
     [TcpState::ESTABLISHED, TcpState::CLOSE_WAIT]
         .iter()
         .map(|s| u32::from(c.retransmits.by_state[s.0 as usize]))
         .sum()
-}
-
-fn orphan(c: &Conn) -> Option<bool> {
-    c.sock?.get(Field::Orphan).map(|v| v != 0)
 }
 
 /// An established connection that gave up retransmitting data (`tcp_retries2`).
@@ -293,7 +279,7 @@ pub fn data_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     let plan = budget::data(DataRto {
         boundary: retries2,
         first_rto_ms: rto0,
-        rto_max_ms: rto_max_ms(sys),
+        rto_max_ms: sys.rto_max_ms(),
         user_timeout_ms: ut,
     });
     let sent = c.retransmits.total;
@@ -310,7 +296,7 @@ pub fn data_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
         .push(("gave_up_after_ms", plan.give_up_ms.into()));
     let agrees = super::matches_schedule(sent, elapsed, &plan, rto0);
     d.agrees = Some(agrees);
-    let route = budget::model_timeout_ms(retries1, budget::RTO_MIN_MS, rto_max_ms(sys));
+    let route = budget::model_timeout_ms(retries1, budget::RTO_MIN_MS, sys.rto_max_ms());
     let governing = match ut {
         Some(ut) => format!(
             "TCP_USER_TIMEOUT={ut} ms set on the socket replaces the {}={retries2} budget",
@@ -321,7 +307,7 @@ pub fn data_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
             sc::RETRIES2,
             secs(plan.budget_ms),
             rto0,
-            secs(rto_max_ms(sys))
+            secs(sys.rto_max_ms())
         ),
     };
     d.message = format!(

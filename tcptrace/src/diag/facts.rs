@@ -1,7 +1,15 @@
 //! Namespace facts that are not sockets: a namespace's TCP sysctls, its TcpExt counters and
 //! interface MTUs (read from a thread that joined it, since /proc/sys/net and
 //! /proc/thread-self/net follow the reading thread's namespace), and the kernel's HZ.
-use std::{collections::HashMap, ffi::CStr, fs, io, net::IpAddr, path::Path, process::Command};
+use std::{
+    collections::HashMap,
+    ffi::CStr,
+    fs::{self, File},
+    io::{self, Read as _, Seek as _, SeekFrom},
+    net::IpAddr,
+    path::Path,
+    process::Command,
+};
 
 use tcptrace_core::{
     diagnose::netns::parse_tcpext,
@@ -11,13 +19,14 @@ use tcptrace_core::{
 use super::netns::in_netns;
 
 /// What one visit to a namespace read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NsReading {
-    /// Present when asked for.
-    pub sysctls: Option<Sysctls>,
-    pub tcpext: Vec<(String, u64)>,
-    /// Interface MTU by local address (when sysctls were asked for).
+    pub sysctls: Sysctls,
+    /// Interface MTU by local address.
     pub mtus: Vec<(IpAddr, u32)>,
+    /// The namespace's /proc/net/netstat, opened inside it: re-read with [`read_tcpext`]
+    /// from any thread, so periodic samples need no visit.
+    pub netstat: File,
 }
 
 /// The kernel's `CONFIG_HZ`, from /boot/config-$(uname -r) or /proc/config.gz.
@@ -35,41 +44,38 @@ pub fn kernel_hz() -> Option<u32> {
     hz_from_config(&String::from_utf8_lossy(&out.stdout))
 }
 
-fn read_here(want_sysctls: bool, hz: Option<u32>) -> io::Result<NsReading> {
-    let netstat = fs::read_to_string("/proc/thread-self/net/netstat")?;
-    let mut r = NsReading {
-        tcpext: parse_tcpext(&netstat),
-        ..NsReading::default()
-    };
-    if want_sysctls {
-        let mut pairs = Vec::new();
-        for k in &KNOBS {
-            if let Ok(v) = fs::read_to_string(Path::new("/proc/sys").join(proc_path(k.name))) {
-                pairs.push((k.name, v));
-            }
+fn read_here(hz: Option<u32>) -> io::Result<NsReading> {
+    let netstat = File::open("/proc/thread-self/net/netstat")?;
+    let mut pairs = Vec::new();
+    for k in &KNOBS {
+        if let Ok(v) = fs::read_to_string(Path::new("/proc/sys").join(proc_path(k.name))) {
+            pairs.push((k.name, v));
         }
-        if pairs.is_empty() {
-            return Err(io::Error::other("no TCP sysctl readable under /proc/sys"));
-        }
-        r.sysctls = Some(Sysctls::from_read(
-            pairs.iter().map(|(k, v)| (*k, v.as_str())),
-            hz,
-        ));
-        r.mtus = interface_mtus();
     }
-    Ok(r)
+    if pairs.is_empty() {
+        return Err(io::Error::other("no TCP sysctl readable under /proc/sys"));
+    }
+    Ok(NsReading {
+        sysctls: Sysctls::from_read(pairs.iter().map(|(k, v)| (*k, v.as_str())), hz),
+        mtus: interface_mtus(),
+        netstat,
+    })
 }
 
-/// Reads a namespace: `path` is its nsfs file, None for our own.
-pub fn read_namespace(
-    path: Option<&Path>,
-    want_sysctls: bool,
-    hz: Option<u32>,
-) -> io::Result<NsReading> {
+/// Reads a namespace's sysctls and MTUs: `path` is its nsfs file, None for our own.
+pub fn read_namespace(path: Option<&Path>, hz: Option<u32>) -> io::Result<NsReading> {
     match path {
-        None => read_here(want_sysctls, hz),
-        Some(p) => in_netns(p, move || read_here(want_sysctls, hz)),
+        None => read_here(hz),
+        Some(p) => in_netns(p, move || read_here(hz)),
     }
+}
+
+/// The TcpExt counters, read again from a netstat file opened by [`read_namespace`].
+pub fn read_tcpext(netstat: &mut File) -> io::Result<Vec<(String, u64)>> {
+    let mut text = String::new();
+    netstat.seek(SeekFrom::Start(0))?;
+    netstat.read_to_string(&mut text)?;
+    Ok(parse_tcpext(&text))
 }
 
 /// The MTU of the interface holding each local address of the calling thread's namespace.

@@ -5,8 +5,8 @@ mod netns;
 mod owners;
 mod sockdiag;
 
-pub use facts::{kernel_hz, read_namespace};
-pub use netns::{netns_paths, own_netns};
+pub use facts::{kernel_hz, read_namespace, read_tcpext};
+pub use netns::{NetnsPaths, spawn_in_netns};
 pub use owners::socket_owners;
 pub use sockdiag::NetnsDiag;
 

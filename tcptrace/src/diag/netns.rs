@@ -1,5 +1,5 @@
-//! Finding network namespaces: inode → a path to its nsfs file, and opening a netlink socket
-//! inside one without moving the calling thread.
+//! Finding network namespaces (inode → a path to its nsfs file) and running work inside one on
+//! a thread of its own, without moving the calling thread.
 use std::{
     collections::HashMap,
     fs, io,
@@ -37,6 +37,52 @@ pub fn netns_paths() -> HashMap<u32, PathBuf> {
     out
 }
 
+/// Where each namespace can be joined: our own needs no joining; others are found through
+/// /run/netns or a process holding them (re-scanned when an unknown inode is asked for).
+#[derive(Debug, Default)]
+pub struct NetnsPaths {
+    own: u32,
+    paths: HashMap<u32, PathBuf>,
+}
+
+impl NetnsPaths {
+    pub fn new() -> Self {
+        Self {
+            own: own_netns().unwrap_or(0),
+            paths: HashMap::new(),
+        }
+    }
+
+    pub fn own(&self) -> u32 {
+        self.own
+    }
+
+    /// `Ok(None)`: it is ours; `Ok(Some(path))`: join it there.
+    pub fn locate(&mut self, ns: u32) -> io::Result<Option<PathBuf>> {
+        if ns == self.own {
+            return Ok(None);
+        }
+        if !self.paths.contains_key(&ns) {
+            self.paths = netns_paths();
+        }
+        match self.paths.get(&ns) {
+            Some(p) => Ok(Some(p.clone())),
+            None => Err(io::Error::other("no process or /run/netns entry holds it")),
+        }
+    }
+
+    /// Every namespace reachable now, ours included, in inode order.
+    pub fn all(&mut self) -> Vec<u32> {
+        self.paths = netns_paths();
+        let mut all: Vec<u32> = self.paths.keys().copied().collect();
+        if self.own != 0 && !all.contains(&self.own) {
+            all.push(self.own);
+        }
+        all.sort_unstable();
+        all
+    }
+}
+
 /// Inode of the caller's network namespace.
 pub fn own_netns() -> io::Result<u32> {
     let meta = fs::metadata("/proc/self/ns/net")?;
@@ -49,19 +95,33 @@ pub fn in_netns<T: Send + 'static>(
     path: &Path,
     make: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
-    let file = fs::File::open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    let shown = path.display().to_string();
+    spawn_in_netns(path, make)
+        .join()
+        .map_err(|_| io::Error::other("namespace helper thread panicked"))?
+}
+
+/// Starts a thread that joins the namespace at `path`, then runs `work`; the caller decides
+/// when to join it. A namespace that cannot be joined is `work`'s error.
+pub fn spawn_in_netns<T, E>(
+    path: &Path,
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> std::thread::JoinHandle<Result<T, E>>
+where
+    T: Send + 'static,
+    E: From<io::Error> + Send + 'static,
+{
+    let path = path.to_path_buf();
     std::thread::spawn(move || {
+        let shown = path.display();
+        let file =
+            fs::File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{shown}: {e}")))?;
         // SAFETY: setns only reads the descriptor, which `file` keeps open for the call; it
-        // changes the namespace of this (throwaway) thread only.
+        // changes the namespace of this thread only.
         let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
         if rc != 0 {
             let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("setns {shown}: {e}")));
+            return Err(io::Error::new(e.kind(), format!("setns {shown}: {e}")).into());
         }
-        make()
+        work()
     })
-    .join()
-    .map_err(|_| io::Error::other("namespace helper thread panicked"))?
 }

@@ -19,7 +19,7 @@ use tcptrace_core::{
 };
 
 use crate::{
-    flags::{Config, Format},
+    flags::Config,
     make_sink,
     pipeline::Mode,
     sink::{RenderCtx, Sink},
@@ -133,7 +133,7 @@ pub fn run(cfg: &Config, name: Option<&str>) -> anyhow::Result<()> {
         eprintln!("tcptrace lab: events recorded; `tcptrace replay` explains them");
         return Ok(());
     }
-    verify(sc, &rec.seen, srv, cli, cfg.format)
+    verify(sc, &rec.seen, srv, cli)
 }
 
 fn verify(
@@ -141,7 +141,6 @@ fn verify(
     seen: &[(u32, &'static str, Option<bool>, bool)],
     srv: u32,
     cli: u32,
-    _format: Format,
 ) -> anyhow::Result<()> {
     let mut missing = Vec::new();
     for e in sc.expect {

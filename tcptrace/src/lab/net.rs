@@ -4,13 +4,15 @@
 use std::{
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    os::unix::fs::MetadataExt as _,
     path::PathBuf,
     process::Command,
     thread::JoinHandle,
 };
 
 use anyhow::{Context as _, bail};
+
+use crate::diag::spawn_in_netns;
 
 /// Which host of the experiment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,19 +145,7 @@ impl Lab {
         side: Side,
         f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> JoinHandle<anyhow::Result<T>> {
-        let path = self.path(side);
-        std::thread::spawn(move || {
-            let file = fs::File::open(&path).with_context(|| path.display().to_string())?;
-            // SAFETY: setns reads the open descriptor and moves only this thread.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!(
-                    "setns {}: {}",
-                    path.display(),
-                    std::io::Error::last_os_error()
-                );
-            }
-            f()
-        })
+        spawn_in_netns(&self.path(side), f)
     }
 }
 

@@ -241,6 +241,134 @@ fn drain_then_close(mut s: Socket) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// iptables rules the scenarios use (appended to INPUT of one side).
+const DROP_TO_PORT: &[&str] = &["-A", "INPUT", "-p", "tcp", "--dport", "9527", "-j", "DROP"];
+const DROP_FROM_PORT: &[&str] = &["-A", "INPUT", "-p", "tcp", "--sport", "9527", "-j", "DROP"];
+const DROP_FIN_TO_PORT: &[&str] = &[
+    "-A",
+    "INPUT",
+    "-p",
+    "tcp",
+    "--dport",
+    "9527",
+    "--tcp-flags",
+    "FIN",
+    "FIN",
+    "-j",
+    "DROP",
+];
+const DROP_FIN_FROM_PORT: &[&str] = &[
+    "-A",
+    "INPUT",
+    "-p",
+    "tcp",
+    "--sport",
+    "9527",
+    "--tcp-flags",
+    "FIN",
+    "FIN",
+    "-j",
+    "DROP",
+];
+
+/// A client socket connected to `ip`.
+fn connected(ip: IpAddr) -> anyhow::Result<Socket> {
+    let c = client(ip)?;
+    c.connect(&addr(ip).into())?;
+    Ok(c)
+}
+
+/// A client socket whose SYN is on its way (non-blocking connect, not waited for).
+fn connecting(ip: IpAddr) -> anyhow::Result<Socket> {
+    let c = client(ip)?;
+    c.set_nonblocking(true)?;
+    let _ = c.connect(&addr(ip).into());
+    Ok(c)
+}
+
+/// The operation must fail with `errno`.
+fn expect_errno<T: std::fmt::Debug>(
+    r: std::io::Result<T>,
+    errno: i32,
+    what: &str,
+) -> anyhow::Result<()> {
+    match r {
+        Err(e) if e.raw_os_error() == Some(errno) => Ok(()),
+        other => anyhow::bail!("expected {what}, got {other:?}"),
+    }
+}
+
+/// A listener that never accepts, held until the returned sender is used (or dropped).
+fn idle_listener(
+    lab: &Lab,
+    backlog: i32,
+) -> anyhow::Result<(
+    mpsc::Sender<()>,
+    std::thread::JoinHandle<anyhow::Result<()>>,
+)> {
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let h = lab.spawn(Server, move || {
+        let _l = listener(SRV4, backlog)?;
+        let _ = ready_tx.send(());
+        let _ = release_rx.recv();
+        Ok(())
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .context("the lab listener did not start")?;
+    Ok((release_tx, h))
+}
+
+/// A client connects, `setup` adjusts its socket, and it closes 100 ms later.
+fn connect_and_close(lab: &Lab, setup: fn(&Socket) -> std::io::Result<()>) -> anyhow::Result<()> {
+    join(lab.spawn(Client, move || {
+        let c = connected(SRV4)?;
+        setup(&c)?;
+        sleep(Duration::from_millis(100));
+        Ok(())
+    }))
+}
+
+/// A connected client whose server then goes silent (everything to the port dropped):
+/// `before` runs on the socket before the silence, `after` once it began; the client's read
+/// must then fail with ETIMEDOUT. The server holds its side for `hold`.
+fn silenced_server(
+    lab: &Lab,
+    hold: Duration,
+    before: fn(&mut Socket) -> std::io::Result<()>,
+    after: fn(&mut Socket) -> std::io::Result<()>,
+    what: &'static str,
+) -> anyhow::Result<()> {
+    let (srv_tx, srv_rx) = mpsc::channel::<()>();
+    let srv = lab.spawn(Server, move || {
+        let l = listener(SRV4, 128)?;
+        let _ = srv_tx.send(());
+        let (s, _) = l.accept()?;
+        sleep(hold);
+        drop(s);
+        Ok(())
+    });
+    srv_rx
+        .recv_timeout(Duration::from_secs(5))
+        .context("the lab server did not start")?;
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let cli = lab.spawn(Client, move || {
+        let mut c = connected(SRV4)?;
+        before(&mut c)?;
+        let _ = ready_tx.send(());
+        let _ = go_rx.recv();
+        after(&mut c)?;
+        expect_errno(c.read(&mut [0u8; 1]), libc::ETIMEDOUT, what)
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5))?;
+    lab.firewall(Server, false, DROP_TO_PORT)?;
+    let _ = go_tx.send(());
+    join(cli)?;
+    join(srv)
+}
+
 fn exchange(lab: &Lab, ip: IpAddr) -> anyhow::Result<()> {
     let srv = serve(lab, ip, 1, |mut s| {
         let mut buf = [0u8; 5];
@@ -249,8 +377,7 @@ fn exchange(lab: &Lab, ip: IpAddr) -> anyhow::Result<()> {
         drain_then_close(s)
     })?;
     join(lab.spawn(Client, move || {
-        let mut c = client(ip)?;
-        c.connect(&addr(ip).into())?;
+        let mut c = connected(ip)?;
         c.write_all(b"hello")?;
         let mut buf = [0u8; 5];
         c.read_exact(&mut buf)?;
@@ -261,72 +388,41 @@ fn exchange(lab: &Lab, ip: IpAddr) -> anyhow::Result<()> {
 }
 
 fn syn_sent(lab: &Lab) -> anyhow::Result<()> {
-    lab.firewall(
-        Server,
-        false,
-        &["-A", "INPUT", "-p", "tcp", "--dport", "9527", "-j", "DROP"],
-    )?;
-    let _srv = serve(lab, SRV4, 0, drain_then_close)?;
+    lab.firewall(Server, false, DROP_TO_PORT)?;
     join(lab.spawn(Client, || {
         let c = client(SRV4)?;
-        match c.connect(&addr(SRV4).into()) {
-            Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => Ok(()),
-            other => anyhow::bail!("expected ETIMEDOUT, got {other:?}"),
-        }
+        expect_errno(c.connect(&addr(SRV4).into()), libc::ETIMEDOUT, "ETIMEDOUT")
     }))
 }
 
 fn syn_recv(lab: &Lab) -> anyhow::Result<()> {
-    lab.firewall(
-        Client,
-        false,
-        &["-A", "INPUT", "-p", "tcp", "--sport", "9527", "-j", "DROP"],
-    )?;
-    let (tx, rx) = mpsc::channel::<()>();
-    let srv = lab.spawn(Server, move || {
-        let _l = listener(SRV4, 128)?;
-        let _ = rx.recv();
-        Ok(())
-    });
-    sleep(Duration::from_millis(100));
+    lab.firewall(Client, false, DROP_FROM_PORT)?;
+    let (release, srv) = idle_listener(lab, 128)?;
     join(lab.spawn(Client, || {
         // One SYN, like `nmap -sS`: connect without waiting, then give up before a retry.
-        let c = client(SRV4)?;
-        c.set_nonblocking(true)?;
-        let _ = c.connect(&addr(SRV4).into());
+        let _c = connecting(SRV4)?;
         sleep(Duration::from_millis(200));
         Ok(())
     }))?;
     // Retransmits at 1 and 3 s, dropped at 7 s; the check runs after 1.5 s without one.
     sleep(Duration::from_secs(10));
-    let _ = tx.send(());
+    let _ = release.send(());
     join(srv)
 }
 
 fn backlog(lab: &Lab) -> anyhow::Result<()> {
-    let (tx, rx) = mpsc::channel::<()>();
-    let (ready_tx, ready_rx) = mpsc::channel::<()>();
-    let srv = lab.spawn(Server, move || {
-        let _l = listener(SRV4, 1)?;
-        let _ = ready_tx.send(());
-        let _ = rx.recv();
-        Ok(())
-    });
-    ready_rx.recv_timeout(Duration::from_secs(5))?;
+    let (release, srv) = idle_listener(lab, 1)?;
     sleep(Duration::from_millis(300));
     join(lab.spawn(Client, || {
         let mut held = Vec::new();
         for _ in 0..6 {
-            let c = client(SRV4)?;
-            c.set_nonblocking(true)?;
-            let _ = c.connect(&addr(SRV4).into());
-            held.push(c);
+            held.push(connecting(SRV4)?);
             sleep(Duration::from_millis(100));
         }
         sleep(Duration::from_millis(2500));
         Ok(())
     }))?;
-    let _ = tx.send(());
+    let _ = release.send(());
     join(srv)
 }
 
@@ -373,158 +469,71 @@ fn churn(lab: &Lab, n: usize) -> anyhow::Result<()> {
 }
 
 fn fin_wait1(lab: &Lab) -> anyhow::Result<()> {
-    lab.firewall(
-        Server,
-        false,
-        &[
-            "-A",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            "9527",
-            "--tcp-flags",
-            "FIN",
-            "FIN",
-            "-j",
-            "DROP",
-        ],
-    )?;
+    lab.firewall(Server, false, DROP_FIN_TO_PORT)?;
     let srv = serve(lab, SRV4, 1, |s| {
         // Holds the connection while the client's FIN is being dropped.
         sleep(Duration::from_secs(4));
         drop(s);
         Ok(())
     })?;
-    join(lab.spawn(Client, || {
-        let c = client(SRV4)?;
-        c.connect(&addr(SRV4).into())?;
-        sleep(Duration::from_millis(100));
-        Ok(())
-    }))?;
+    connect_and_close(lab, |_| Ok(()))?;
     join(srv)
 }
 
 fn fin_wait2(lab: &Lab) -> anyhow::Result<()> {
-    lab.firewall(
-        Client,
-        false,
-        &[
-            "-A",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--sport",
-            "9527",
-            "--tcp-flags",
-            "FIN",
-            "FIN",
-            "-j",
-            "DROP",
-        ],
-    )?;
+    lab.firewall(Client, false, DROP_FIN_FROM_PORT)?;
     let srv = serve(lab, SRV4, 1, drain_then_close)?;
-    join(lab.spawn(Client, || {
-        let c = client(SRV4)?;
-        c.connect(&addr(SRV4).into())?;
-        sleep(Duration::from_millis(100));
-        Ok(())
-    }))?;
+    connect_and_close(lab, |_| Ok(()))?;
     join(srv)?;
-    // The client's FIN_WAIT2 lasts 3 s; the server's LAST_ACK retries ≈1.4 s.
+    // The client's FIN_WAIT2 lasts 3 s; the server's LAST_ACK retries ≈3.3 s.
     sleep(Duration::from_secs(4));
     Ok(())
 }
 
 fn keepalive(lab: &Lab, own_values: bool) -> anyhow::Result<()> {
-    let srv = serve(lab, SRV4, 1, |s| {
-        sleep(Duration::from_secs(8));
-        drop(s);
-        Ok(())
-    })?;
-    let (tx, rx) = mpsc::channel::<()>();
-    let cli = lab.spawn(Client, move || {
-        let mut c = client(SRV4)?;
-        c.connect(&addr(SRV4).into())?;
-        let ka = TcpKeepalive::new();
-        let ka = if own_values {
-            ka.with_time(Duration::from_secs(1))
+    let before: fn(&mut Socket) -> std::io::Result<()> = if own_values {
+        |c| {
+            let ka = TcpKeepalive::new()
+                .with_time(Duration::from_secs(1))
                 .with_interval(Duration::from_secs(1))
-                .with_retries(2)
-        } else {
-            ka
-        };
-        if own_values {
-            c.set_tcp_keepalive(&ka)?;
-        } else {
-            SockRef::from(&c).set_keepalive(true)?;
+                .with_retries(2);
+            c.set_tcp_keepalive(&ka)
         }
-        let _ = tx.send(());
-        let mut buf = [0u8; 1];
-        match c.read(&mut buf) {
-            Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => Ok(()),
-            other => anyhow::bail!("expected ETIMEDOUT from keepalive, got {other:?}"),
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(5))?;
-    lab.firewall(
-        Server,
-        false,
-        &["-A", "INPUT", "-p", "tcp", "--dport", "9527", "-j", "DROP"],
-    )?;
-    join(cli)?;
-    join(srv)
+    } else {
+        |c| SockRef::from(&*c).set_keepalive(true)
+    };
+    silenced_server(
+        lab,
+        Duration::from_secs(8),
+        before,
+        |_| Ok(()),
+        "ETIMEDOUT from keepalive",
+    )
 }
 
 fn refused(lab: &Lab) -> anyhow::Result<()> {
     join(lab.spawn(Client, || {
         let c = client(SRV4)?;
-        match c.connect(&addr(SRV4).into()) {
-            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => Ok(()),
-            other => anyhow::bail!("expected ECONNREFUSED, got {other:?}"),
-        }
+        expect_errno(
+            c.connect(&addr(SRV4).into()),
+            libc::ECONNREFUSED,
+            "ECONNREFUSED",
+        )
     }))
 }
 
 fn reset(lab: &Lab) -> anyhow::Result<()> {
     let srv = serve(lab, SRV4, 1, drain_then_close)?;
-    join(lab.spawn(Client, || {
-        let c = client(SRV4)?;
-        c.connect(&addr(SRV4).into())?;
-        c.set_linger(Some(Duration::ZERO))?;
-        sleep(Duration::from_millis(100));
-        Ok(())
-    }))?;
+    connect_and_close(lab, |c| c.set_linger(Some(Duration::ZERO)))?;
     join(srv)
 }
 
 fn data_timeout(lab: &Lab) -> anyhow::Result<()> {
-    let srv = serve(lab, SRV4, 1, |s| {
-        sleep(Duration::from_secs(10));
-        drop(s);
-        Ok(())
-    })?;
-    let (tx, rx) = mpsc::channel::<()>();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let cli = lab.spawn(Client, move || {
-        let mut c = client(SRV4)?;
-        c.connect(&addr(SRV4).into())?;
-        let _ = tx.send(());
-        let _ = go_rx.recv();
-        c.write_all(&[b'x'; 1000])?;
-        let mut buf = [0u8; 1];
-        match c.read(&mut buf) {
-            Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => Ok(()),
-            other => anyhow::bail!("expected ETIMEDOUT from retransmissions, got {other:?}"),
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(5))?;
-    lab.firewall(
-        Server,
-        false,
-        &["-A", "INPUT", "-p", "tcp", "--dport", "9527", "-j", "DROP"],
-    )?;
-    let _ = go_tx.send(());
-    join(cli)?;
-    join(srv)
+    silenced_server(
+        lab,
+        Duration::from_secs(10),
+        |_| Ok(()),
+        |c| c.write_all(&[b'x'; 1000]),
+        "ETIMEDOUT from retransmissions",
+    )
 }

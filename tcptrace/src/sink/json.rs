@@ -60,6 +60,26 @@ pub(super) fn num(buf: &mut Vec<u8>, k: &str, v: impl itoa::Integer) {
     buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// `,"k":{"a":..,"b":..}`, each value written by `put`.
+pub(super) fn object<'a, V>(
+    buf: &mut Vec<u8>,
+    k: &str,
+    items: impl Iterator<Item = (&'a str, V)>,
+    mut put: impl FnMut(&mut Vec<u8>, V),
+) {
+    key(buf, k);
+    buf.push(b'{');
+    for (i, (name, v)) in items.enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        push_str(buf, name.as_bytes());
+        buf.push(b':');
+        put(buf, v);
+    }
+    buf.push(b'}');
+}
+
 pub(super) fn text(buf: &mut Vec<u8>, k: &str, v: &str) {
     key(buf, k);
     push_str(buf, v.as_bytes());

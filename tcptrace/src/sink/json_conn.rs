@@ -10,7 +10,7 @@ use tcptrace_core::{
 
 use super::{
     RenderCtx,
-    json::{head, key, null, num, opt_ms, push_str, text},
+    json::{head, key, null, num, object, opt_ms, push_str, text},
 };
 
 fn opt_num(buf: &mut Vec<u8>, k: &str, v: Option<impl itoa::Integer>) {
@@ -45,17 +45,9 @@ fn owner(buf: &mut Vec<u8>, k: &str, o: Option<Owner>) {
 
 /// `{"a":1,"b":2}` from `(name, count)` pairs.
 fn counts<'a>(buf: &mut Vec<u8>, k: &str, items: impl Iterator<Item = (&'a str, u16)>) {
-    key(buf, k);
-    buf.push(b'{');
-    for (i, (name, n)) in items.enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        push_str(buf, name.as_bytes());
-        buf.push(b':');
-        buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-    }
-    buf.push(b'}');
+    object(buf, k, items, |b, n| {
+        b.extend_from_slice(itoa::Buffer::new().format(n).as_bytes())
+    });
 }
 
 /// Renders one connection record (without the trailing newline).

@@ -13,7 +13,7 @@ use tcptrace_core::{
 
 use super::{
     RenderCtx,
-    json::{head, key, num, push_str, text},
+    json::{head, key, num, object, push_str, text},
 };
 
 fn value(buf: &mut Vec<u8>, v: &Value) {
@@ -32,26 +32,6 @@ fn value(buf: &mut Vec<u8>, v: &Value) {
             buf.push(b']');
         }
     }
-}
-
-/// `"k":{"a":..,"b":..}`; `first` omits the leading comma.
-fn object<'a, V: 'a>(
-    buf: &mut Vec<u8>,
-    k: &str,
-    items: impl Iterator<Item = (&'a str, &'a V)>,
-    mut put: impl FnMut(&mut Vec<u8>, &V),
-) {
-    key(buf, k);
-    buf.push(b'{');
-    for (i, (name, v)) in items.enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        push_str(buf, name.as_bytes());
-        buf.push(b':');
-        put(buf, v);
-    }
-    buf.push(b'}');
 }
 
 /// The members of one diagnosis after `"rule"` (shared by both record kinds).

@@ -18,6 +18,14 @@ use std::{
 
 use serde_json::Value;
 
+/// Runs tcptrace to completion with `args`.
+pub fn tcptrace(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tcptrace"))
+        .args(args)
+        .output()
+        .expect("run tcptrace")
+}
+
 /// True when privileged tests can run; panics under CI when they cannot.
 pub fn privileged() -> bool {
     let root = Command::new("id")
