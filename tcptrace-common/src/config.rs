@@ -15,6 +15,8 @@ pub const TP_RECV_RESET_GLOBAL: &str = "TP_RECV_RESET";
 pub const TP_ERROR_GLOBAL: &str = "TP_ERROR";
 /// Name of the [`SnapPlan`] global.
 pub const SNAP_GLOBAL: &str = "SNAP";
+/// Name of the [`Wakeup`] global.
+pub const WAKEUP_GLOBAL: &str = "WAKEUP";
 /// Name of the ring buffer map.
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU lost-record counter map (index 0).
@@ -212,6 +214,9 @@ pub struct SnapPlan {
     pub off: [u32; crate::SNAP_WINDOWS],
     /// Length of each window, at most `SNAP_WINDOW_LEN`.
     pub len: [u32; crate::SNAP_WINDOWS],
+    /// Per new state (below 16): bit `i` set copies window `i`; the others are zeroed. The
+    /// handshake's end needs only the options, the socket's end everything.
+    pub windows: [u32; 16],
 }
 
 impl SnapPlan {
@@ -222,6 +227,7 @@ impl SnapPlan {
             n: 0,
             off: [0; crate::SNAP_WINDOWS],
             len: [0; crate::SNAP_WINDOWS],
+            windows: [0; 16],
         }
     }
 }
@@ -229,6 +235,24 @@ impl SnapPlan {
 impl Default for SnapPlan {
     fn default() -> Self {
         Self::none()
+    }
+}
+
+/// When a record wakes the reader. With `bytes == 0` the kernel's default applies: a record wakes
+/// a reader that has caught up, i.e. nearly every record when the reader keeps up. Otherwise a
+/// record wakes the reader only once `bytes` are waiting, and the reader also drains on a short
+/// timer: at high rates one wakeup then carries thousands of records instead of a few.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wakeup {
+    /// Unread bytes in the ring buffer at which a record forces a wakeup; 0: kernel default.
+    pub bytes: u64,
+}
+
+impl Wakeup {
+    /// The kernel's default policy.
+    pub const fn per_record() -> Self {
+        Self { bytes: 0 }
     }
 }
 
@@ -240,6 +264,8 @@ mod pod {
     // padding byte spelled out as a named field, so any byte pattern is a valid value.
     unsafe impl aya::Pod for super::Filter {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::Wakeup {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TpLayout {}
@@ -249,7 +275,8 @@ mod pod {
 
 const _: () = {
     assert!(core::mem::size_of::<Filter>() == 48);
+    assert!(core::mem::size_of::<Wakeup>() == 8);
     assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
     assert!(core::mem::size_of::<TpLayout>() == 36);
-    assert!(core::mem::size_of::<SnapPlan>() == 8 + 8 * crate::SNAP_WINDOWS);
+    assert!(core::mem::size_of::<SnapPlan>() == 8 + 8 * crate::SNAP_WINDOWS + 64);
 };

@@ -75,8 +75,9 @@ pub fn parse_rfc3339(s: &str) -> Option<i128> {
 
 /// Appends `unix_ns` as RFC 3339 UTC with microseconds, e.g. `2026-11-24T10:03:07.123456Z`.
 pub fn write_rfc3339_us(out: &mut Vec<u8>, unix_ns: i128) {
-    let us = unix_ns.div_euclid(1000);
-    let secs = us.div_euclid(1_000_000) as i64;
+    // 64-bit arithmetic (128-bit division is slow): good until the year 2262.
+    let us = (unix_ns.clamp(i64::MIN as i128, i64::MAX as i128) as i64).div_euclid(1000);
+    let secs = us.div_euclid(1_000_000);
     let micros = us.rem_euclid(1_000_000) as u32;
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400) as u32;

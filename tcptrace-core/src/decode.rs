@@ -83,7 +83,7 @@ pub fn decode(b: &[u8], snap: &SnapLayout) -> Result<Event, DecodeError> {
             sock: snapshot.then(|| {
                 let mut raw = [0u8; SNAP_BYTES];
                 raw.copy_from_slice(&b[RECORD_SIZE..]);
-                snap.decode(&raw)
+                snap.decode(&raw, TcpState(b[body + 1]))
             }),
         },
         kind::RETRANSMIT => {

@@ -12,6 +12,7 @@ pub mod diagnose;
 pub mod event;
 pub mod layout;
 pub mod lifecycle;
+pub mod raw_stream;
 pub mod replay;
 pub mod snapshot;
 pub mod state_clock;

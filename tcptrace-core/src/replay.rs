@@ -260,6 +260,42 @@ fn namespace_line(ty: &str, text: &str) -> Result<Line, ReplayError> {
     }))
 }
 
+/// The context frame of a binary recording ([`crate::raw_stream::Tag::Context`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawContext {
+    pub clock_offset_ns: i64,
+    pub snap: crate::snapshot::SnapLayout,
+    pub reset_reasons: Vec<(u32, String)>,
+}
+
+#[derive(Deserialize)]
+struct RawContextJson {
+    clock_offset_ns: i64,
+    snap: String,
+    #[serde(default)]
+    reset_reasons: HashMap<String, String>,
+}
+
+/// Parses a recording's context frame.
+pub fn parse_context(text: &str) -> Result<RawContext, ReplayError> {
+    let r: RawContextJson =
+        serde_json::from_str(text).map_err(|e| ReplayError::Json(e.to_string()))?;
+    let snap = crate::snapshot::SnapLayout::from_text(&r.snap).ok_or(ReplayError::Field("snap"))?;
+    let mut reset_reasons = Vec::new();
+    for (k, v) in r.reset_reasons {
+        reset_reasons.push((
+            k.parse().map_err(|_| ReplayError::Field("reset_reasons"))?,
+            v,
+        ));
+    }
+    reset_reasons.sort();
+    Ok(RawContext {
+        clock_offset_ns: r.clock_offset_ns,
+        snap,
+        reset_reasons,
+    })
+}
+
 /// Parses one line. `want_clock` asks for the wall-clock offset (parsing `time` costs; the
 /// caller needs it once).
 pub fn parse_line(text: &str, want_clock: bool) -> Result<Parsed, ReplayError> {

@@ -140,6 +140,19 @@ impl Field {
     }
 
     /// Whether the kernel value is signed.
+    /// Whether the handshake's end carries it (the negotiated options).
+    fn at_established(self) -> bool {
+        matches!(
+            self,
+            Self::MssClamp
+                | Self::Timestamps
+                | Self::WscaleOk
+                | Self::Sack
+                | Self::SndWscale
+                | Self::RcvWscale
+        )
+    }
+
     fn signed(self) -> bool {
         matches!(self, Self::Linger2Jiffies)
     }
@@ -162,22 +175,43 @@ struct Loc {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SnapLayout {
     locs: [Option<Loc>; FIELDS],
+    /// The plan's windows copied per new state (see [`SnapPlan::windows`]).
+    windows: [u32; 16],
+    /// Per new state, the fields those windows hold (bit `f as u8`): what `decode` reads.
+    fields: [u32; 16],
 }
 
-/// The numbers of one snapshot. `known` has bit `f as u8` set for each field present.
+/// The numbers of one snapshot. `known` has bit `f as u8` set for each field present. Stored
+/// compactly: every field fits 32 bits except the two byte counters, whose high halves are
+/// kept apart; a signed field is sign-extended when read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockSnapshot {
-    pub values: [u64; FIELDS],
+    low: [u32; FIELDS],
+    /// High halves of `BytesAcked` and `BytesReceived` (the first two fields).
+    high: [u32; 2],
     pub known: u32,
 }
 
 impl SockSnapshot {
     pub fn get(&self, f: Field) -> Option<u64> {
-        (self.known & (1 << f as u8) != 0).then(|| self.values[f as usize])
+        if self.known & (1 << f as u8) == 0 {
+            return None;
+        }
+        let i = f as usize;
+        let low = self.low[i];
+        Some(match self.high.get(i) {
+            Some(&h) => (u64::from(h) << 32) | u64::from(low),
+            None if f.signed() => i64::from(low as i32) as u64,
+            None => u64::from(low),
+        })
     }
 
     pub fn set(&mut self, f: Field, v: u64) {
-        self.values[f as usize] = v;
+        let i = f as usize;
+        self.low[i] = v as u32;
+        if let Some(h) = self.high.get_mut(i) {
+            *h = (v >> 32) as u32;
+        }
         self.known |= 1 << f as u8;
     }
 
@@ -278,31 +312,110 @@ pub fn plan(btf: &Btf) -> (SnapPlan, SnapLayout) {
             bits: w.bits as u8,
         });
     }
+    // The handshake's end copies only the windows holding options; the socket's end, all.
+    let all = (1u32 << plan.n) - 1;
+    let options = Field::ALL
+        .into_iter()
+        .filter(|f| f.at_established())
+        .filter_map(|f| layout.locs[f as usize])
+        .fold(0u32, |m, loc| m | 1 << (loc.pos as usize / SNAP_WINDOW_LEN));
+    plan.windows[TcpState::ESTABLISHED.0 as usize] = options;
+    plan.windows[TcpState::CLOSE.0 as usize] = all;
     for s in SNAP_STATES {
         plan.new_states |= 1 << s.0;
     }
+    layout.windows = plan.windows;
+    layout.index();
     (plan, layout)
 }
 
 impl SnapLayout {
-    /// Reads the fields out of a record's snapshot bytes.
-    pub fn decode(&self, snap: &[u8; SNAP_BYTES]) -> SockSnapshot {
+    /// A one-line text form for recordings: the 16 per-state window masks, then per field
+    /// `pos:size:bit:bits` or `-`, all separated by commas.
+    pub fn to_text(&self) -> String {
+        let mut parts: Vec<String> = self.windows.iter().map(|m| format!("{m:x}")).collect();
+        for loc in &self.locs {
+            parts.push(match loc {
+                Some(l) => format!("{}:{}:{}:{}", l.pos, l.size, l.bit, l.bits),
+                None => "-".into(),
+            });
+        }
+        parts.join(",")
+    }
+
+    /// Reads [`SnapLayout::to_text`] back; `None` when it is not one (or out of range).
+    pub fn from_text(text: &str) -> Option<Self> {
+        let parts: Vec<&str> = text.split(',').collect();
+        if parts.len() != 16 + FIELDS {
+            return None;
+        }
+        let mut out = Self::default();
+        for (w, p) in out.windows.iter_mut().zip(&parts[..16]) {
+            *w = u32::from_str_radix(p, 16).ok()?;
+        }
+        for (loc, p) in out.locs.iter_mut().zip(&parts[16..]) {
+            if *p == "-" {
+                continue;
+            }
+            let n: Vec<&str> = p.split(':').collect();
+            let [pos, size, bit, bits] = n[..] else {
+                return None;
+            };
+            let l = Loc {
+                pos: pos.parse().ok()?,
+                size: size.parse().ok()?,
+                bit: bit.parse().ok()?,
+                bits: bits.parse().ok()?,
+            };
+            if l.size == 0 || l.size > 8 || usize::from(l.pos) + usize::from(l.size) > SNAP_BYTES {
+                return None;
+            }
+            *loc = Some(l);
+        }
+        out.index();
+        Some(out)
+    }
+
+    /// Derives `fields` from `windows` and `locs`.
+    fn index(&mut self) {
+        for (fields, windows) in self.fields.iter_mut().zip(self.windows) {
+            *fields = Field::ALL
+                .into_iter()
+                .filter(|f| {
+                    self.locs[*f as usize]
+                        .is_some_and(|l| windows & (1 << (l.pos as usize / SNAP_WINDOW_LEN)) != 0)
+                })
+                .fold(0, |m, f| m | 1 << f as u8);
+        }
+    }
+
+    /// Reads the fields out of the snapshot bytes of a change to `new` (only the windows the
+    /// plan copies for that state hold data).
+    pub fn decode(&self, snap: &[u8; SNAP_BYTES], new: TcpState) -> SockSnapshot {
         let mut out = SockSnapshot::default();
-        for f in Field::ALL {
-            let Some(loc) = self.locs[f as usize] else {
+        let mut wanted = self.fields.get(new.0 as usize).copied().unwrap_or(0);
+        while wanted != 0 {
+            let i = wanted.trailing_zeros() as usize;
+            wanted &= wanted - 1;
+            let (Some(loc), Some(&f)) = (self.locs[i], Field::ALL.get(i)) else {
                 continue;
             };
             let start = loc.pos as usize;
-            let Some(bytes) = snap.get(start..start + loc.size as usize) else {
-                continue;
-            };
+            let size = usize::from(loc.size).min(8);
             let mut raw = [0u8; 8];
-            raw[..bytes.len()].copy_from_slice(bytes);
+            if start + 8 <= SNAP_BYTES {
+                raw.copy_from_slice(&snap[start..start + 8]);
+            } else if let Some(bytes) = snap.get(start..start + size) {
+                raw[..size].copy_from_slice(bytes);
+            }
             let mut v = u64::from_le_bytes(raw);
+            if size < 8 {
+                v &= (1u64 << (8 * size)) - 1;
+            }
             if loc.bits != 0 {
                 v = (v >> loc.bit) & ((1u64 << loc.bits) - 1);
-            } else if f.signed() && loc.size < 8 {
-                let shift = 64 - 8 * u32::from(loc.size);
+            } else if f.signed() && size < 8 {
+                let shift = 64 - 8 * size as u32;
                 v = (((v << shift) as i64) >> shift) as u64;
             }
             if f == Field::SrttUs {
@@ -351,12 +464,50 @@ mod tests {
             let (o, l) = (plan.off[i] as usize, plan.len[i] as usize);
             snap[i * SNAP_WINDOW_LEN..i * SNAP_WINDOW_LEN + l].copy_from_slice(&image[o..o + l]);
         }
-        let s = layout.decode(&snap);
+        let s = layout.decode(&snap, TcpState::CLOSE);
         assert_eq!(s.get(Field::BytesAcked), Some(1_048_576));
         assert_eq!(s.get(Field::SrttUs), Some(250));
         assert_eq!(s.get(Field::MssClamp), Some(1460));
         assert_eq!(s.get_signed(Field::Linger2Jiffies), Some(-1));
         assert_eq!(plan.new_states, (1 << 1) | (1 << 7));
+    }
+
+    #[test]
+    fn layout_text_round_trips() {
+        let mut l = SnapLayout::default();
+        l.windows[1] = 0x3;
+        l.windows[7] = 0x3ff;
+        l.locs[Field::SrttUs as usize] = Some(Loc {
+            pos: 20,
+            size: 4,
+            bit: 0,
+            bits: 0,
+        });
+        l.index();
+        assert_eq!(SnapLayout::from_text(&l.to_text()), Some(l));
+        // Only the windows copied for a state are read: SrttUs (window 1) is read at CLOSE.
+        let snap = [0x10u8; SNAP_BYTES];
+        assert_eq!(
+            l.decode(&snap, TcpState::CLOSE).get(Field::SrttUs),
+            Some(0x1010_1010 >> 3)
+        );
+        assert_eq!(l.decode(&snap, TcpState::SYN_SENT).get(Field::SrttUs), None);
+        assert_eq!(SnapLayout::from_text("1,2,3"), None);
+        let bad = l.to_text().replace("20:4:0:0", "400:8:0:0");
+        assert_eq!(SnapLayout::from_text(&bad), None);
+    }
+
+    #[test]
+    fn compact_values_round_trip() {
+        let mut s = SockSnapshot::default();
+        s.set(Field::BytesAcked, 5_000_000_123);
+        s.set(Field::Linger2Jiffies, (-1i64) as u64);
+        s.set(Field::SrttUs, 250);
+        assert_eq!(s.get(Field::BytesAcked), Some(5_000_000_123));
+        assert_eq!(s.get_signed(Field::Linger2Jiffies), Some(-1));
+        assert_eq!(s.get(Field::SrttUs), Some(250));
+        assert_eq!(s.get(Field::BytesReceived), None);
+        assert_eq!(s.iter().count(), 3);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::{event::Event, event::EventKind, tcp::TcpState};
 /// Last transition time per socket, bounded in size.
 #[derive(Debug)]
 pub struct StateClock {
-    last: HashMap<u64, u64>,
+    last: HashMap<u64, u64, foldhash::fast::RandomState>,
     capacity: usize,
 }
 
@@ -16,7 +16,7 @@ impl StateClock {
     /// full, which only costs `prev_ms` of their next transition).
     pub fn new(capacity: usize) -> Self {
         Self {
-            last: HashMap::new(),
+            last: HashMap::default(),
             capacity: capacity.max(1),
         }
     }

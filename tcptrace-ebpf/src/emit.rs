@@ -1,7 +1,8 @@
 //! Stamps the task context on a record, applies the in-kernel filter and writes the record to the
 //! ring buffer, counting it in `LOST` when the buffer is full.
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated,
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
 };
 use tcptrace_common::{
     Header, MAX_PORTS, SNAP_WINDOW_LEN, SNAP_WINDOWS, StateRecord, StateSnapRecord, hdr_flags,
@@ -74,13 +75,29 @@ fn count_lost() {
     }
 }
 
+/// Commit flags for a record of `size` bytes under the [`WAKEUP`](crate::globals::WAKEUP)
+/// policy: wake the reader only once enough is waiting (it also drains on a timer).
+#[inline(always)]
+fn wake_flags(size: usize) -> u64 {
+    let threshold = get!(WAKEUP.bytes);
+    if threshold == 0 {
+        return 0;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) + size as u64 >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 /// Writes `record` (whose first member is its `Header`) unless filtered out.
 #[inline(always)]
 pub fn submit<T: 'static>(record: &T, hdr: &Header) {
     if !wanted(hdr) {
         return;
     }
-    if EVENTS.output::<T>(record, 0).is_err() {
+    let flags = wake_flags(core::mem::size_of::<T>());
+    if EVENTS.output::<T>(record, flags).is_err() {
         count_lost();
     }
 }
@@ -107,16 +124,18 @@ pub fn submit_state(record: &StateRecord, sk: u64) {
         (*out).state.flags |= state_flags::SNAPSHOT;
     }
     let n = get!(SNAP.n) as usize;
+    let mask = get!(SNAP.windows[(record.new & 15) as usize]);
     let mut i = 0;
     while i < SNAP_WINDOWS {
         let len = get!(SNAP.len[i]);
         let off = get!(SNAP.off[i]);
+        let wanted = mask & (1 << i) != 0;
         // SAFETY: the destination is window `i` of the reserved slot; `len` is checked against
         // the window size, so the copy stays inside it. bpf_probe_read_kernel reports faults
         // (zero-filling the destination) instead of taking them.
         unsafe {
             let dst = (&raw mut (*out).snap).cast::<u8>().add(i * SNAP_WINDOW_LEN);
-            if i < n && len > 0 && len as usize <= SNAP_WINDOW_LEN {
+            if i < n && wanted && len > 0 && len as usize <= SNAP_WINDOW_LEN {
                 let src = (sk + off as u64) as *const core::ffi::c_void;
                 generated::bpf_probe_read_kernel(dst.cast(), len, src);
             } else {
@@ -125,5 +144,5 @@ pub fn submit_state(record: &StateRecord, sk: u64) {
         }
         i += 1;
     }
-    entry.submit(0);
+    entry.submit(wake_flags(core::mem::size_of::<StateSnapRecord>()));
 }

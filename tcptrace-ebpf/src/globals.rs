@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use tcptrace_common::{Filter, KernelOffsets, MAX_PORTS, SnapPlan, TpLayout};
+use tcptrace_common::{Filter, KernelOffsets, MAX_PORTS, SnapPlan, TpLayout, Wakeup};
 
 /// All records go here; userspace sizes it with `--ring-buffer` before load.
 #[map]
@@ -25,6 +25,10 @@ pub static FILTER: Filter = Filter {
     lports: [0; MAX_PORTS],
     rports: [0; MAX_PORTS],
 };
+
+/// When records wake the reader (batching at high rates).
+#[unsafe(no_mangle)]
+pub static WAKEUP: Wakeup = Wakeup::per_record();
 
 #[unsafe(no_mangle)]
 pub static OFFSETS: KernelOffsets = KernelOffsets::none();

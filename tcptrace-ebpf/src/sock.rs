@@ -47,15 +47,37 @@ pub fn state(sk: u64) -> Option<u8> {
 const TIME_WAIT: u8 = 6;
 const NEW_SYN_RECV: u8 = 12;
 
-/// Local port in host order: `inet_sport` for full sockets, `skc_num` for mini sockets.
-#[inline(always)]
-fn local_port(sk: u64) -> u16 {
-    let mini = matches!(state(sk), Some(TIME_WAIT | NEW_SYN_RECV));
-    let sport = get!(OFFSETS.inet_sport);
-    if !mini && sport != NO_OFFSET {
-        u16::from_be(read::<u16>(sk, sport).unwrap_or(0))
-    } else {
-        read::<u16>(sk, get!(OFFSETS.skc_num)).unwrap_or(0)
+/// Bytes of `struct sock_common` copied with one helper call: addresses, ports, family, state
+/// and namespace pointer all lie in its first 96 bytes on the kernels we know. A field found
+/// beyond (another layout) is read on its own, so nothing depends on this being true.
+const HEAD: usize = 96;
+
+/// The start of a socket, as copied by [`Head::of`].
+#[repr(C, align(8))]
+struct Head([u8; HEAD]);
+
+impl Head {
+    #[inline(always)]
+    fn of(sk: u64) -> Option<Self> {
+        if sk == 0 {
+            return None;
+        }
+        // SAFETY: bpf_probe_read_kernel copies from any kernel address and reports faults
+        // instead of taking them; any byte pattern is a valid `Head`.
+        unsafe { bpf_probe_read_kernel(sk as *const Head).ok() }
+    }
+
+    /// The `T` at `off` of the socket: from the copy when it holds it, else read directly.
+    #[inline(always)]
+    fn get<T: Copy>(&self, sk: u64, off: u32) -> Option<T> {
+        let o = off as usize;
+        if off != NO_OFFSET && o <= HEAD - core::mem::size_of::<T>() {
+            // SAFETY: `o + size_of::<T>() <= HEAD`, so the read stays inside the copy;
+            // `read_unaligned` has no alignment requirement and `T` is a plain integer type.
+            Some(unsafe { core::ptr::read_unaligned(self.0.as_ptr().add(o).cast::<T>()) })
+        } else {
+            read(sk, off)
+        }
     }
 }
 
@@ -63,23 +85,44 @@ fn local_port(sk: u64) -> u16 {
 /// socket's family could not be read (no BTF or a fault).
 #[inline(always)]
 pub fn fill_from_sock(hdr: &mut Header, sk: u64) -> bool {
-    let Some(family) = read::<u16>(sk, get!(OFFSETS.skc_family)) else {
+    let Some(head) = Head::of(sk) else {
+        return false;
+    };
+    let Some(family) = head.get::<u16>(sk, get!(OFFSETS.skc_family)) else {
         return false;
     };
     hdr.family = family as u8;
-    hdr.lport = local_port(sk);
-    hdr.rport = u16::from_be(read::<u16>(sk, get!(OFFSETS.skc_dport)).unwrap_or(0));
+    // Local port: `inet_sport` for full sockets (it survives `inet_put_port` on the way to
+    // CLOSE), `skc_num` for mini sockets, which have no `inet_sock`.
+    let mini = matches!(
+        head.get::<u8>(sk, get!(OFFSETS.skc_state)),
+        Some(TIME_WAIT | NEW_SYN_RECV)
+    );
+    let sport = get!(OFFSETS.inet_sport);
+    hdr.lport = if !mini && sport != NO_OFFSET {
+        u16::from_be(read::<u16>(sk, sport).unwrap_or(0))
+    } else {
+        head.get::<u16>(sk, get!(OFFSETS.skc_num)).unwrap_or(0)
+    };
+    hdr.rport = u16::from_be(head.get::<u16>(sk, get!(OFFSETS.skc_dport)).unwrap_or(0));
     if hdr.family == AF_INET {
-        let l: [u8; 4] = read(sk, get!(OFFSETS.skc_rcv_saddr)).unwrap_or([0; 4]);
-        let r: [u8; 4] = read(sk, get!(OFFSETS.skc_daddr)).unwrap_or([0; 4]);
+        let l: [u8; 4] = head.get(sk, get!(OFFSETS.skc_rcv_saddr)).unwrap_or([0; 4]);
+        let r: [u8; 4] = head.get(sk, get!(OFFSETS.skc_daddr)).unwrap_or([0; 4]);
         hdr.laddr[..4].copy_from_slice(&l);
         hdr.raddr[..4].copy_from_slice(&r);
     } else if hdr.family == AF_INET6 {
-        hdr.laddr = read(sk, get!(OFFSETS.skc_v6_rcv_saddr)).unwrap_or([0; 16]);
-        hdr.raddr = read(sk, get!(OFFSETS.skc_v6_daddr)).unwrap_or([0; 16]);
+        hdr.laddr = head
+            .get(sk, get!(OFFSETS.skc_v6_rcv_saddr))
+            .unwrap_or([0; 16]);
+        hdr.raddr = head.get(sk, get!(OFFSETS.skc_v6_daddr)).unwrap_or([0; 16]);
     }
     hdr.flags |= hdr_flags::ADDRS;
-    fill_netns(hdr, sk);
+    if let Some(net) = head.get::<u64>(sk, get!(OFFSETS.skc_net))
+        && let Some(ns) = read::<u32>(net, get!(OFFSETS.net_ns_inum))
+    {
+        hdr.netns = ns;
+        hdr.flags |= hdr_flags::NETNS;
+    }
     true
 }
 

@@ -233,12 +233,13 @@ impl Augmenter {
         }
     }
 
-    /// Sockets of a namespace in `states` (a bitmask of state numbers), without tcp_info.
-    pub fn dump_netns(&mut self, netns: u32, states: u32) -> Option<Vec<DiagSock>> {
-        if !self.enabled {
-            return None;
-        }
-        self.ask(netns, |d| d.dump(states, false))
+    /// Hands each socket of a namespace in `states` (a bitmask of state numbers), without
+    /// tcp_info, to `each`; false when the namespace could not be asked.
+    pub fn dump_netns(&mut self, netns: u32, states: u32, each: &mut dyn FnMut(DiagSock)) -> bool {
+        self.enabled
+            && self
+                .ask(netns, |d| d.dump_each(states, false, each))
+                .is_some()
     }
 
     fn namespaces(&mut self) -> Vec<u32> {

@@ -22,7 +22,7 @@ use crate::{
     augment::Augmenter,
     flags::{Args, Config, Format},
     pipeline::Pipeline,
-    sink::{JsonSink, Out, RenderCtx, Sink, TextSink},
+    sink::{JsonSink, Out, RawSink, RenderCtx, Sink, TextSink},
 };
 
 fn clock_ns(id: libc::clockid_t) -> i128 {
@@ -56,6 +56,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn make_sink(cfg: &Config, ctx: RenderCtx) -> Box<dyn Sink> {
     match cfg.format {
         Format::Json => Box::new(JsonSink::new(Out::stdout(), ctx)),
+        Format::Raw => Box::new(RawSink::new(Out::stdout(), ctx)),
         Format::Text => {
             let width = if cfg.filter.family == tcptrace_common::AF_INET {
                 15

@@ -22,6 +22,12 @@ const REFRESH_NS: u64 = 5_000_000_000;
 const ACTIVE_NS: u64 = 120_000_000_000;
 /// Destinations listed per sample.
 const TOP_DESTS: usize = 8;
+/// A namespace is sampled every tick, or every [`SLOW_SAMPLE_NS`] (the findings' repeat
+/// interval) once its dump of TIME_WAIT and listening sockets exceeds [`BIG_DUMP`]: dumping a
+/// hundred thousand timewait sockets every second would cost the host more than the pressure
+/// it reports.
+const BIG_DUMP: u64 = 20_000;
+const SLOW_SAMPLE_NS: u64 = 10_000_000_000;
 
 #[derive(Debug, Default)]
 struct Known {
@@ -30,6 +36,8 @@ struct Known {
     /// Its /proc/net/netstat, opened inside it at the first read.
     netstat: Option<File>,
     failed: bool,
+    /// No sample before this (see [`BIG_DUMP`]).
+    next_sample_ns: u64,
 }
 
 pub struct Namespaces {
@@ -169,6 +177,13 @@ impl Namespaces {
             if stale {
                 self.read(ns, now_ns, pipeline)?;
             }
+            if self
+                .known
+                .get(&ns)
+                .is_some_and(|k| now_ns < k.next_sample_ns)
+            {
+                continue;
+            }
             let Some(tcpext) = self.counters(ns) else {
                 continue;
             };
@@ -179,29 +194,43 @@ impl Namespaces {
                 ..NetnsSample::default()
             };
             let states = (1 << TcpState::TIME_WAIT.0) | (1 << TcpState::LISTEN.0);
-            if let Some(socks) = augment.dump_netns(ns, states) {
-                let mut by_dest: HashMap<(IpAddr, u16), u64> = HashMap::new();
-                for s in socks {
-                    if s.state == TcpState::LISTEN.0 {
-                        sample.listeners.push(Listener {
-                            addr: s.tuple.laddr,
-                            port: s.tuple.lport,
-                            queued: s.rqueue,
-                            backlog: s.wqueue,
-                        });
-                    } else {
-                        // Timewait sockets, whether their substate is TIME_WAIT or an
-                        // orphaned FIN_WAIT2: each holds its port.
-                        sample.time_wait_total += 1;
-                        *by_dest.entry((s.tuple.raddr, s.tuple.rport)).or_default() += 1;
-                    }
+            let mut dumped = 0u64;
+            let mut by_dest: HashMap<(IpAddr, u16), u64> = HashMap::new();
+            let mut listeners = Vec::new();
+            let mut time_wait_total = 0;
+            let answered = augment.dump_netns(ns, states, &mut |s| {
+                dumped += 1;
+                if s.state == TcpState::LISTEN.0 {
+                    listeners.push(Listener {
+                        addr: s.tuple.laddr,
+                        port: s.tuple.lport,
+                        queued: s.rqueue,
+                        backlog: s.wqueue,
+                    });
+                } else {
+                    // Timewait sockets, whether their substate is TIME_WAIT or an orphaned
+                    // FIN_WAIT2: each holds its port.
+                    time_wait_total += 1;
+                    *by_dest.entry((s.tuple.raddr, s.tuple.rport)).or_default() += 1;
                 }
+            });
+            if answered {
                 let mut dests: Vec<(IpAddr, u16, u64)> =
                     by_dest.into_iter().map(|((a, p), n)| (a, p, n)).collect();
                 dests.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
                 dests.truncate(TOP_DESTS);
+                listeners.sort_by_key(|l| (l.addr, l.port));
+                sample.time_wait_total = time_wait_total;
                 sample.time_wait_by_dest = dests;
-                sample.listeners.sort_by_key(|l| (l.addr, l.port));
+                sample.listeners = listeners;
+            }
+            if let Some(k) = self.known.get_mut(&ns) {
+                // Slightly early, so the tick after the interval takes it.
+                k.next_sample_ns = if dumped > BIG_DUMP {
+                    now_ns + SLOW_SAMPLE_NS - SLOW_SAMPLE_NS / 10
+                } else {
+                    0
+                };
             }
             pipeline.sample(&sample)?;
         }

@@ -45,7 +45,8 @@ pub struct ConnFilter {
 
 impl ConnFilter {
     pub fn keep(&self, c: &Conn) -> bool {
-        let visited = |s: TcpState| c.visited(s) || c.time_wait.is_some_and(|(tw, _)| tw == s);
+        let visited =
+            |s: TcpState| c.visited(s) || c.cold().time_wait.is_some_and(|(tw, _)| tw == s);
         (self.states.is_empty() || self.states.iter().any(|s| visited(*s)))
             && self
                 .min_duration_ns
@@ -145,6 +146,15 @@ impl<'s> Pipeline<'s> {
         Ok(())
     }
 
+    /// A kernel record as it came, before [`Pipeline::feed`] gets it decoded.
+    pub fn record(
+        &mut self,
+        raw: &[u8],
+        layout: &tcptrace_core::snapshot::SnapLayout,
+    ) -> io::Result<()> {
+        self.sink.record(raw, layout)
+    }
+
     pub fn feed(&mut self, ev: &Event) -> io::Result<()> {
         self.stats.count(ev);
         match self.mode {
@@ -208,7 +218,7 @@ impl<'s> Pipeline<'s> {
                 let ctx = self.sink.ctx_mut();
                 let inp = Inputs {
                     sys: self.sysctls.get(&netns).unwrap_or(&self.fallback),
-                    reset_reason: c.reset_reason.and_then(|r| ctx.reason_name(r)),
+                    reset_reason: c.cold().reset_reason.and_then(|r| ctx.reason_name(r)),
                     mtu: self.mtus.get(&(netns, c.laddr)).copied(),
                 };
                 diagnose::diagnose(&c, &inp, min, &mut self.diags);

@@ -1,5 +1,7 @@
-//! `tcptrace replay FILE`: feeds a recorded JSON event stream through the same pipeline as
-//! live tracing. The recording host's wall clock and reset reason names come from the stream.
+//! `tcptrace replay FILE`: feeds a recorded event stream through the same pipeline as live
+//! tracing: JSON lines (`--events --format json`) or a binary recording (`--format raw`, whose
+//! kernel records go through the live decoder). The recording host's wall clock and reset
+//! reason names come from the stream.
 use std::{
     fs::File,
     io::{self, BufRead, BufReader},
@@ -9,24 +11,90 @@ use std::{
 use anyhow::{Context as _, bail};
 use tcptrace_core::{
     clock::WallClock,
-    replay::{Line, parse_line},
+    decode::decode,
+    raw_stream::{MAGIC, Tag, read_frame},
+    replay::{Line, Parsed, parse_context, parse_line},
+    snapshot::SnapLayout,
 };
 
 use crate::{pipeline::Pipeline, stats::Stats};
 
+/// Where the stream is, for applying its lines in order.
+struct Replayer<'p, 's> {
+    pipeline: &'p mut Pipeline<'s>,
+    have_clock: bool,
+    last_ts: u64,
+}
+
+impl Replayer<'_, '_> {
+    fn parsed(&mut self, parsed: Parsed) -> io::Result<()> {
+        if let Some(off) = parsed.clock_offset_ns {
+            self.pipeline.set_clock(WallClock { offset_ns: off });
+            self.have_clock = true;
+        }
+        if let Some((code, reason)) = &parsed.reason {
+            self.pipeline.learn_reason(*code, reason);
+        }
+        self.line(parsed.line)
+    }
+
+    fn line(&mut self, line: Line) -> io::Result<()> {
+        let p = &mut *self.pipeline;
+        match line {
+            Line::Event(ev) => {
+                if ev.ts_ns > self.last_ts {
+                    p.advance(ev.ts_ns)?;
+                    self.last_ts = ev.ts_ns;
+                }
+                p.feed(&ev)
+            }
+            Line::Lost { ts_ns, count } => {
+                p.stats.lost += count;
+                p.lost(ts_ns, count)
+            }
+            Line::Sysctl { netns, sysctls } => p.set_sysctls(self.last_ts, netns, sysctls),
+            Line::NetnsSample(sample) => {
+                if sample.ts_ns > self.last_ts {
+                    p.advance(sample.ts_ns)?;
+                    self.last_ts = sample.ts_ns;
+                }
+                p.sample(&sample)
+            }
+            Line::Other => Ok(()),
+        }
+    }
+}
+
 /// Replays `path` ("-" for stdin) into `pipeline`; a malformed line is an error naming it.
 pub fn replay(path: &Path, pipeline: &mut Pipeline) -> anyhow::Result<Stats> {
-    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+    let mut reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock()))
     } else {
         let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         Box::new(BufReader::with_capacity(1 << 16, f))
     };
-    let name = path.display();
-    let mut have_clock = false;
-    let mut last_ts = 0u64;
+    let name = path.display().to_string();
+    let mut r = Replayer {
+        pipeline,
+        have_clock: false,
+        last_ts: 0,
+    };
+    let head = reader
+        .fill_buf()
+        .with_context(|| format!("reading {name}"))?;
+    if head.starts_with(MAGIC) {
+        reader.consume(MAGIC.len());
+        raw(&mut reader, &name, &mut r)?;
+    } else {
+        json_lines(&mut reader, &name, &mut r)?;
+    }
+    let last = r.last_ts;
+    r.pipeline.finish(last)?;
+    Ok(r.pipeline.stats)
+}
+
+fn json_lines(reader: &mut dyn BufRead, name: &str, r: &mut Replayer) -> anyhow::Result<()> {
     let mut line = String::new();
-    let mut reader = reader;
     let mut n = 0u64;
     loop {
         line.clear();
@@ -34,47 +102,63 @@ pub fn replay(path: &Path, pipeline: &mut Pipeline) -> anyhow::Result<Stats> {
             .read_line(&mut line)
             .with_context(|| format!("reading {name}"))?;
         if read == 0 {
-            break;
+            return Ok(());
         }
         n += 1;
         let text = line.trim();
         if text.is_empty() {
             continue;
         }
-        let parsed = match parse_line(text, !have_clock) {
-            Ok(p) => p,
+        match parse_line(text, !r.have_clock) {
+            Ok(p) => r.parsed(p)?,
             Err(e) => bail!("{name}:{n}: {e}"),
-        };
-        if let Some(off) = parsed.clock_offset_ns {
-            pipeline.set_clock(WallClock { offset_ns: off });
-            have_clock = true;
-        }
-        if let Some((code, reason)) = &parsed.reason {
-            pipeline.learn_reason(*code, reason);
-        }
-        match parsed.line {
-            Line::Event(ev) => {
-                if ev.ts_ns > last_ts {
-                    pipeline.advance(ev.ts_ns)?;
-                    last_ts = ev.ts_ns;
-                }
-                pipeline.feed(&ev)?;
-            }
-            Line::Lost { ts_ns, count } => {
-                pipeline.stats.lost += count;
-                pipeline.lost(ts_ns, count)?;
-            }
-            Line::Sysctl { netns, sysctls } => pipeline.set_sysctls(last_ts, netns, sysctls)?,
-            Line::NetnsSample(sample) => {
-                if sample.ts_ns > last_ts {
-                    pipeline.advance(sample.ts_ns)?;
-                    last_ts = sample.ts_ns;
-                }
-                pipeline.sample(&sample)?;
-            }
-            Line::Other => {}
         }
     }
-    pipeline.finish(last_ts)?;
-    Ok(pipeline.stats)
+}
+
+fn raw(reader: &mut dyn BufRead, name: &str, r: &mut Replayer) -> anyhow::Result<()> {
+    let mut layout: Option<SnapLayout> = None;
+    let mut payload = Vec::new();
+    let mut n = 0u64;
+    loop {
+        let tag = match read_frame(reader, &mut payload) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(()),
+            Err(e) => bail!("{name}: frame {}: {e}", n + 1),
+        };
+        n += 1;
+        match tag {
+            Tag::Record => {
+                let Some(snap) = &layout else {
+                    bail!("{name}: frame {n}: a kernel record before the recording's context");
+                };
+                match decode(&payload, snap) {
+                    Ok(ev) => r.line(Line::Event(ev))?,
+                    Err(e) => bail!("{name}: frame {n}: {e}"),
+                }
+            }
+            Tag::Json => {
+                let text = std::str::from_utf8(&payload)
+                    .with_context(|| format!("{name}: frame {n}: not UTF-8"))?;
+                match parse_line(text, !r.have_clock) {
+                    Ok(p) => r.parsed(p)?,
+                    Err(e) => bail!("{name}: frame {n}: {e}"),
+                }
+            }
+            Tag::Context => {
+                let text = std::str::from_utf8(&payload)
+                    .with_context(|| format!("{name}: frame {n}: not UTF-8"))?;
+                let ctx =
+                    parse_context(text).map_err(|e| anyhow::anyhow!("{name}: frame {n}: {e}"))?;
+                r.pipeline.set_clock(WallClock {
+                    offset_ns: i128::from(ctx.clock_offset_ns),
+                });
+                r.have_clock = true;
+                for (code, reason) in &ctx.reset_reasons {
+                    r.pipeline.learn_reason(*code, reason);
+                }
+                layout = Some(ctx.snap);
+            }
+        }
+    }
 }

@@ -28,6 +28,7 @@ struct Reader<'p, 's> {
 
 impl Reader<'_, '_> {
     fn handle(&mut self, raw: &[u8]) -> io::Result<()> {
+        self.pipeline.record(raw, &self.snap)?;
         match decode(raw, &self.snap) {
             Ok(ev) => {
                 self.augment.observe(&ev);
@@ -104,6 +105,13 @@ pub async fn run(
     let mut stop = stop;
     let mut tick = interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // With batched wakeups the kernel wakes us only for a full quarter of the buffer; this timer
+    // bounds how long a record waits otherwise.
+    let mut poll = tracer.latency.map(|d| {
+        let mut p = interval(d);
+        p.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        p
+    });
     // SAFETY: the ring buffer owns its map fd (`MapData` holds an `OwnedFd`), which stays open
     // and unchanged for as long as the `RingBuf` lives inside the `AsyncFd`.
     let mut ring = unsafe { AsyncFd::register_with_interest(tracer.events, Interest::READABLE) }
@@ -134,6 +142,11 @@ pub async fn run(
                 // between the drain above and `clear_ready` is lost; draining once more after
                 // clearing closes that window, so the reader can never stall behind a record.
                 guard.clear_ready();
+                if let Err(e) = reader.drain(ring.get_mut(), false) {
+                    break Err(e);
+                }
+            }
+            _ = async { match poll.as_mut() { Some(p) => { p.tick().await; } None => std::future::pending().await } } => {
                 if let Err(e) = reader.drain(ring.get_mut(), false) {
                     break Err(e);
                 }

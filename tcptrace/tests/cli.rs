@@ -19,6 +19,9 @@ fn bad_values_are_one_line_errors() {
         &["--events", "-p", "0"],
         &["--events", "--netns", "/nonexistent"],
         &["--events", "--btf", "none", "--tracepoints", "btf"],
+        &["--events", "--latency", "soon"],
+        &["--format", "raw"],
+        &["replay", "/dev/null", "--format", "raw"],
     ] {
         let out = tcptrace(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -27,6 +30,28 @@ fn bad_values_are_one_line_errors() {
         assert!(err.starts_with("tcptrace: "), "{args:?}: {err}");
         assert!(out.stdout.is_empty());
     }
+}
+
+#[test]
+fn damaged_recordings_are_one_line_errors() {
+    let dir = std::env::temp_dir().join(format!("tcptrace-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let magic = b"tcptrace-raw\0\0\0\x01";
+    for (name, body) in [
+        // A frame cut short, an unknown tag, a kernel record before the context.
+        ("short.raw", [&magic[..], &[1, 96, 0, 0, 0, 1, 2]].concat()),
+        ("tag.raw", [&magic[..], &[7, 0, 0, 0, 0]].concat()),
+        ("order.raw", [&magic[..], &[1, 2, 0, 0, 0, 1, 2]].concat()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        let out = tcptrace(&["replay", path.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+        assert!(err.contains("frame"), "{name}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

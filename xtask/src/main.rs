@@ -1,4 +1,6 @@
 //! `cargo xtask`: the two README commands (`run`, `test`) and the `setup` both start with.
+mod bench;
+mod churn;
 mod exec;
 mod setup;
 mod tasks;
@@ -23,6 +25,42 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Loopback connection churn (connect, accept, close) for a fixed time; prints the rate.
+    Churn {
+        /// Client threads, each with an accept thread (default: one per CPU).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
+    /// Hold N loopback connections open (both ends) until stdin closes.
+    Hold {
+        #[arg(default_value_t = 100_000)]
+        conns: usize,
+    },
+    /// Benchmarks: churn untraced vs under tcptrace and tcpstates, memory per held
+    /// connection, replay throughput (as root). Prints a Markdown report.
+    Bench {
+        /// Interleaved rounds over all setups (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds of churn per measurement.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Client threads of the churn, each with an accept thread (default: one per CPU).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Connections held open for the memory figure.
+        #[arg(long, default_value_t = 100_000)]
+        conns: usize,
+        /// Skip the churn comparison.
+        #[arg(long)]
+        skip_churn: bool,
+        /// Skip the memory and replay figures.
+        #[arg(long)]
+        skip_scale: bool,
+    },
     /// Set up, then cargo fmt --check, clippy -D warnings and every test (privileged ones need root).
     Test {
         /// Skip fmt and clippy.
@@ -40,6 +78,37 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Run { args } => tasks::run(&args),
         Task::Test { skip_lint, args } => tasks::test(skip_lint, &args),
+        Task::Churn { threads, duration } => churn::churn(
+            threads.unwrap_or_else(churn::cpus),
+            std::time::Duration::from_secs_f64(duration),
+        )
+        .map(|r| {
+            println!(
+                "{:.0} connections/s ({} in {:.2} s, {} failed)",
+                r.rate(),
+                r.connections,
+                r.secs,
+                r.errors
+            );
+            ExitCode::SUCCESS
+        }),
+        Task::Bench {
+            rounds,
+            duration,
+            threads,
+            conns,
+            skip_churn,
+            skip_scale,
+        } => bench::run(&bench::Options {
+            rounds: rounds.max(1),
+            duration: std::time::Duration::from_secs_f64(duration),
+            threads: threads.unwrap_or_else(churn::cpus),
+            conns,
+            skip_churn,
+            skip_scale,
+        })
+        .map(|()| ExitCode::SUCCESS),
+        Task::Hold { conns } => churn::hold(conns).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

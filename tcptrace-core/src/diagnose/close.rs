@@ -31,7 +31,7 @@ pub fn orphan_fin(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     {
         return;
     }
-    let sent = u32::from(c.retransmits.by_state[state.0 as usize]);
+    let sent = u32::from(c.cold().retransmits.by_state[state.0 as usize]);
     if sent == 0 {
         return;
     }
@@ -109,11 +109,15 @@ pub fn orphan_fin(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
 /// An orphaned FIN_WAIT2 kept by a timewait socket for `tcp_fin_timeout` (or `TCP_LINGER2`).
 pub fn fin_wait2(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     let sys = inp.sys;
-    let Some((TcpState::FIN_WAIT2, timer)) = c.time_wait else {
+    let Some((TcpState::FIN_WAIT2, timer)) = c.cold().time_wait else {
         return;
     };
-    let own = jiffies_override(c, sys, Field::Linger2Jiffies)
-        .filter(|_| c.sock.and_then(|s| s.get_signed(Field::Linger2Jiffies)) > Some(0));
+    let own = jiffies_override(c, sys, Field::Linger2Jiffies).filter(|_| {
+        c.cold()
+            .sock
+            .and_then(|s| s.get_signed(Field::Linger2Jiffies))
+            > Some(0)
+    });
     let fin_timeout = own.unwrap_or(sys.int_or_default(sc::FIN_TIMEOUT).max(0) as u64 * 1000);
     let rto = first_rto_ms(c, sys);
     let expected = budget::fin_wait2_ms(fin_timeout, rto).min(budget::TIME_WAIT_MS);
@@ -160,7 +164,7 @@ pub fn fin_wait2(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
 /// TIME_WAIT: 60 s, fixed; what `tcp_tw_reuse` and `tcp_max_tw_buckets` change.
 pub fn time_wait(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     let sys = inp.sys;
-    let Some((TcpState::TIME_WAIT, timer)) = c.time_wait else {
+    let Some((TcpState::TIME_WAIT, timer)) = c.cold().time_wait else {
         return;
     };
     let mut d = Diagnosis::new("time_wait", Severity::Info, sys);

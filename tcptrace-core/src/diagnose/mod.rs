@@ -147,7 +147,7 @@ fn matches_schedule(sent: u32, elapsed_ms: u64, s: &crate::budget::Schedule, rto
 
 /// A per-socket override in ms from a jiffies field (0 means "use the sysctl").
 fn jiffies_override(c: &Conn, sys: &Sysctls, f: Field) -> Option<u64> {
-    let j = c.sock?.get(f).filter(|v| *v != 0)?;
+    let j = c.cold().sock?.get(f).filter(|v| *v != 0)?;
     sys.jiffies_to_ms(j)
 }
 
@@ -158,11 +158,11 @@ fn first_rto_ms(c: &Conn, sys: &Sysctls) -> u64 {
 
 /// Whether the application had closed the socket (`SOCK_DEAD`), when the snapshot says.
 fn orphan(c: &Conn) -> Option<bool> {
-    c.sock?.get(Field::Orphan).map(|v| v != 0)
+    c.cold().sock?.get(Field::Orphan).map(|v| v != 0)
 }
 
 fn sock_value(c: &Conn, f: Field) -> Option<u64> {
-    c.sock?.get(f).filter(|v| *v != 0)
+    c.cold().sock?.get(f).filter(|v| *v != 0)
 }
 
 /// "10.0.0.2:80" or "[fd00::2]:80".

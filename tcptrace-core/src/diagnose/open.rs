@@ -42,9 +42,11 @@ pub fn connect_failed(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
         Some(End::Timeout) => syn_timeout(c, inp.sys, out),
         Some(End::Refused) => {
             let mut d = Diagnosis::new("refused", Severity::Warning, inp.sys);
-            d.observed
-                .push(("resets_received", u32::from(c.resets_received).into()));
-            if let Some(e) = c.error {
+            d.observed.push((
+                "resets_received",
+                u32::from(c.cold().resets_received).into(),
+            ));
+            if let Some(e) = c.cold().error {
                 d.observed.push(("error", Value::Int(i64::from(e))));
             }
             d.message = format!(
@@ -56,8 +58,8 @@ pub fn connect_failed(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
         }
         Some(End::Aborted)
             if c.lport == 0
-                && c.retransmits.total == 0
-                && c.error.is_none()
+                && c.cold().retransmits.total == 0
+                && c.cold().error.is_none()
                 && c.state() == Some(TcpState::CLOSE) =>
         {
             no_local_port(c, inp.sys, out)
@@ -76,7 +78,7 @@ fn syn_timeout(c: &Conn, sys: &Sysctls, out: &mut Vec<Diagnosis>) {
         rto_max_ms: sys.rto_max_ms(),
         user_timeout_ms: ut,
     });
-    let sent = u32::from(c.retransmits.by_state[TcpState::SYN_SENT.0 as usize]);
+    let sent = u32::from(c.cold().retransmits.by_state[TcpState::SYN_SENT.0 as usize]);
     let took = c.duration_ns().map(ms);
     let mut d = Diagnosis::new("connect_timeout", Severity::Error, sys);
     d.sysctl = sys.pick(&[sc::SYN_RETRIES, sc::SYN_LINEAR_TIMEOUTS, sc::RTO_MAX_MS]);
@@ -191,7 +193,7 @@ pub fn half_open(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
         return;
     }
     let sys = inp.sys;
-    let sent = u32::from(c.retransmits.by_kind[SegmentKind::SynAck as usize]);
+    let sent = u32::from(c.cold().retransmits.by_kind[SegmentKind::SynAck as usize]);
     if sent == 0 {
         return;
     }
@@ -201,7 +203,7 @@ pub fn half_open(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     let mut d = Diagnosis::new("half_open", Severity::Warning, sys);
     d.sysctl = sys.pick(&[sc::SYNACK_RETRIES, sc::MAX_SYN_BACKLOG, sc::SYNCOOKIES]);
     d.observed.push(("synack_retransmits", sent.into()));
-    let span = match (c.retransmits.first_ns, c.retransmits.last_ns) {
+    let span = match (c.cold().retransmits.first_ns, c.cold().retransmits.last_ns) {
         (Some(a), Some(b)) => Some(ms(b - a)),
         _ => None,
     };
@@ -253,7 +255,7 @@ pub fn half_open(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
 fn data_retransmits(c: &Conn) -> u32 {
     [TcpState::ESTABLISHED, TcpState::CLOSE_WAIT]
         .iter()
-        .map(|s| u32::from(c.retransmits.by_state[s.0 as usize]))
+        .map(|s| u32::from(c.cold().retransmits.by_state[s.0 as usize]))
         .sum()
 }
 
@@ -266,10 +268,10 @@ pub fn data_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
             before,
             Some(TcpState::FIN_WAIT1 | TcpState::CLOSING | TcpState::LAST_ACK)
         ) && orphan(c) == Some(false));
-    if c.end != Some(End::Timeout) || !live_state || c.retransmits.total == 0 {
+    if c.end != Some(End::Timeout) || !live_state || c.cold().retransmits.total == 0 {
         return;
     }
-    let (Some(first), Some(end)) = (c.retransmits.first_ns, c.end_ns) else {
+    let (Some(first), Some(end)) = (c.cold().retransmits.first_ns, c.end_ns) else {
         return;
     };
     let retries2 = sys.int_or_default(sc::RETRIES2).max(0) as u32;
@@ -282,7 +284,7 @@ pub fn data_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
         rto_max_ms: sys.rto_max_ms(),
         user_timeout_ms: ut,
     });
-    let sent = c.retransmits.total;
+    let sent = c.cold().retransmits.total;
     // The loss began one RTO before the first retransmit.
     let elapsed = ms(end.saturating_sub(first)) + rto0;
     let mut d = Diagnosis::new("data_timeout", Severity::Error, sys);
@@ -331,7 +333,7 @@ pub fn data_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
 /// Keepalive gave up: `time + probes × intvl` of silence, per-socket options first.
 pub fn keepalive(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     let sys = inp.sys;
-    let keepopen = c.sock.and_then(|s| s.get(Field::KeepOpen)) == Some(1);
+    let keepopen = c.cold().sock.and_then(|s| s.get(Field::KeepOpen)) == Some(1);
     let by_reason = inp.reset_reason == Some("TCP_KEEPALIVE_TIMEOUT");
     if c.end != Some(End::Timeout) || !(by_reason || keepopen && data_retransmits(c) == 0) {
         return;

@@ -1,6 +1,7 @@
 //! One connection's lifecycle as it is being reconstructed, and what its finished record holds.
 use std::net::IpAddr;
 
+pub use super::visits::{Visit, Visits};
 use crate::{
     event::{Comm, Event, Family},
     snapshot::{Field, SockSnapshot},
@@ -178,13 +179,6 @@ impl Retransmits {
     }
 }
 
-/// One state visited: when it was entered (`None`: before we saw the connection).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Visit {
-    pub state: TcpState,
-    pub since_ns: Option<u64>,
-}
-
 /// Options negotiated in the handshake, from the socket at ESTABLISHED.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
@@ -216,6 +210,47 @@ impl Options {
     }
 }
 
+/// The parts of a record most open connections never need: retransmits, resets, errors, who
+/// closed it, the socket's numbers at the end, its timewait socket. Boxed on first use, so an
+/// idle open connection costs only its hot fields.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Cold {
+    pub retransmits: Retransmits,
+    pub resets_sent: u16,
+    pub resets_received: u16,
+    /// Kernel reason of the first reset, when it had one.
+    pub reset_reason: Option<u32>,
+    /// First socket error (positive errno).
+    pub error: Option<i32>,
+    pub closer: Option<Owner>,
+    /// The task on the CPU at the CLOSE transition (candidate closer for aborts).
+    pub close_task: Option<Owner>,
+    /// Socket numbers at the end (or the latest known).
+    pub sock: Option<SockSnapshot>,
+    /// Timewait socket the kernel handed the connection to: its state and timer.
+    pub time_wait: Option<(TcpState, Option<u32>)>,
+}
+
+/// What [`Conn::cold`] shows for a connection that has none.
+static NO_COLD: Cold = Cold {
+    retransmits: Retransmits {
+        total: 0,
+        failed: 0,
+        by_state: [0; STATE_SLOTS],
+        by_kind: [0; SEGMENT_KINDS],
+        first_ns: None,
+        last_ns: None,
+    },
+    resets_sent: 0,
+    resets_received: 0,
+    reset_reason: None,
+    error: None,
+    closer: None,
+    close_task: None,
+    sock: None,
+    time_wait: None,
+};
+
 /// A connection being tracked, and (once finished) its record.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conn {
@@ -234,23 +269,11 @@ pub struct Conn {
     /// Last event that touched it.
     pub last_ns: u64,
     /// States in order; the last one is the current state (CLOSE once closed).
-    pub visits: Vec<Visit>,
-    pub retransmits: Retransmits,
-    pub resets_sent: u16,
-    pub resets_received: u16,
-    /// Kernel reason of the first reset, when it had one.
-    pub reset_reason: Option<u32>,
-    /// First socket error (positive errno).
-    pub error: Option<i32>,
+    pub visits: Visits,
     pub owner: Option<Owner>,
-    pub closer: Option<Owner>,
-    /// The task on the CPU at the CLOSE transition (candidate closer for aborts).
-    pub close_task: Option<Owner>,
     pub options: Options,
-    /// Socket numbers at the end (or the latest known).
-    pub sock: Option<SockSnapshot>,
-    /// Timewait socket the kernel handed the connection to: its state and timer.
-    pub time_wait: Option<(TcpState, Option<u32>)>,
+    /// Everything else; see [`Conn::cold`] and [`Conn::cold_mut`].
+    cold: Option<Box<Cold>>,
     pub notes: u16,
     pub end: Option<End>,
     /// When the full socket closed (or tracing stopped).
@@ -271,22 +294,25 @@ impl Conn {
             role,
             start_ns: None,
             last_ns: ev.ts_ns,
-            visits: Vec::with_capacity(4),
-            retransmits: Retransmits::default(),
-            resets_sent: 0,
-            resets_received: 0,
-            reset_reason: None,
-            error: None,
+            visits: Visits::default(),
             owner: None,
-            closer: None,
-            close_task: None,
             options: Options::default(),
-            sock: None,
-            time_wait: None,
+            cold: None,
             notes: 0,
             end: None,
             end_ns: None,
         }
+    }
+
+    /// Retransmits, resets, errors, closer, end snapshot, timewait socket (all empty when the
+    /// connection had none of them).
+    pub fn cold(&self) -> &Cold {
+        self.cold.as_deref().unwrap_or(&NO_COLD)
+    }
+
+    /// The cold part, allocated on first write.
+    pub fn cold_mut(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_default()
     }
 
     /// The current state.
@@ -363,7 +389,7 @@ impl Conn {
     fn fin_acked(&self) -> bool {
         self.visited(TcpState::FIN_WAIT2)
             || (self.visited(TcpState::LAST_ACK) && self.end == Some(End::Closed))
-            || (self.visited(TcpState::CLOSING) && self.time_wait.is_some())
+            || (self.visited(TcpState::CLOSING) && self.cold().time_wait.is_some())
     }
 
     /// Whether the peer's FIN arrived (one sequence number in `bytes_received`).
@@ -371,6 +397,7 @@ impl Conn {
         self.visited(TcpState::CLOSE_WAIT)
             || self.visited(TcpState::CLOSING)
             || self
+                .cold()
                 .time_wait
                 .is_some_and(|(s, _)| s == TcpState::TIME_WAIT)
     }
@@ -378,18 +405,22 @@ impl Conn {
     /// Payload bytes the peer acknowledged: `tcp_sock.bytes_acked` less the sequence numbers
     /// of our SYN (active open) and FIN.
     pub fn bytes_sent(&self) -> Option<u64> {
-        let raw = self.sock?.get(Field::BytesAcked)?;
+        let raw = self.cold().sock?.get(Field::BytesAcked)?;
         let syn = u64::from(self.role == Role::Client && self.visited(TcpState::ESTABLISHED));
         Some(raw.saturating_sub(syn + u64::from(self.fin_acked())))
     }
 
     /// Payload bytes received in order: `tcp_sock.bytes_received` less the peer's FIN.
     pub fn bytes_received(&self) -> Option<u64> {
-        let raw = self.sock?.get(Field::BytesReceived)?;
+        let raw = self.cold().sock?.get(Field::BytesReceived)?;
         Some(raw.saturating_sub(u64::from(self.fin_received())))
     }
 
     pub fn srtt_us(&self) -> Option<u64> {
-        self.sock?.get(Field::SrttUs)
+        self.cold().sock?.get(Field::SrttUs)
     }
 }
+
+// What an idle open connection costs the table (inline part; its map slot is a pointer): a
+// growing record here is a memory regression for every host with many connections.
+const _: () = assert!(std::mem::size_of::<Conn>() <= 224);

@@ -10,7 +10,7 @@ pub const ECONNREFUSED: i32 = 111;
 pub fn state_before_close(c: &Conn) -> Option<TcpState> {
     let n = c.visits.len();
     match c.visits.last()?.state {
-        TcpState::CLOSE if n >= 2 => Some(c.visits[n - 2].state),
+        TcpState::CLOSE if n >= 2 => c.visits.get(n - 2).map(|v| v.state),
         TcpState::CLOSE => None,
         s => Some(s),
     }
@@ -21,23 +21,23 @@ pub fn state_before_close(c: &Conn) -> Option<TcpState> {
 pub fn classify(c: &Conn) -> End {
     let handshake_done = c.visited(TcpState::ESTABLISHED);
     if c.role == Role::Client && !handshake_done {
-        return match c.error {
+        return match c.cold().error {
             Some(ECONNREFUSED) => End::Refused,
-            _ if c.resets_received > 0 => End::Refused,
+            _ if c.cold().resets_received > 0 => End::Refused,
             Some(ETIMEDOUT) => End::Timeout,
             _ => End::Aborted,
         };
     }
-    if c.error == Some(ETIMEDOUT) {
+    if c.cold().error == Some(ETIMEDOUT) {
         return End::Timeout;
     }
-    if c.resets_received > 0 {
+    if c.cold().resets_received > 0 {
         return End::ResetReceived;
     }
-    if c.resets_sent > 0 {
+    if c.cold().resets_sent > 0 {
         return End::ResetSent;
     }
-    if c.error.is_some() {
+    if c.cold().error.is_some() {
         return End::Aborted;
     }
     match state_before_close(c) {

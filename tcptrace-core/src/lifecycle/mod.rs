@@ -4,8 +4,9 @@ pub mod conn;
 pub mod end;
 pub mod keys;
 pub mod table;
+pub mod visits;
 
-pub use conn::{Conn, End, Options, Owner, Retransmits, Role, Visit, note};
+pub use conn::{Cold, Conn, End, Options, Owner, Retransmits, Role, Visit, Visits, note};
 pub use keys::TupleKey;
 pub use table::{ConnTable, TableConfig, TableStats};
 

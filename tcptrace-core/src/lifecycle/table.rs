@@ -2,6 +2,9 @@
 //! lifecycle. Pure: time comes from the events and from `advance(now)`.
 use std::collections::{HashMap, VecDeque};
 
+/// The table's maps: a fast hasher, seeded per process (tuples come from the network).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use super::{
     conn::{Conn, End, Options, Owner, Role, Visit, note},
     end::classify,
@@ -69,7 +72,7 @@ enum TimeWait {
 }
 
 struct Closing {
-    conn: Conn,
+    conn: Box<Conn>,
     key: SockKey,
     tw: TimeWait,
     grace_over: bool,
@@ -79,16 +82,18 @@ struct Closing {
 pub struct ConnTable {
     cfg: TableConfig,
     next_id: u64,
-    live: HashMap<SockKey, Conn>,
-    closing: HashMap<u64, Closing>,
-    closing_by_sk: HashMap<SockKey, u64>,
-    closing_by_tuple: HashMap<TupleKey, u64>,
+    live: Map<SockKey, Box<Conn>>,
+    closing: Map<u64, Closing>,
+    closing_by_sk: Map<SockKey, u64>,
+    closing_by_tuple: Map<TupleKey, u64>,
     grace_queue: VecDeque<(u64, u64)>,
     tw_queue: VecDeque<(u64, u64)>,
-    half_open: HashMap<SockKey, Conn>,
-    half_open_by_tuple: HashMap<TupleKey, SockKey>,
-    seeded: HashMap<TupleKey, Conn>,
-    listeners: HashMap<ListenKey, Option<Owner>>,
+    half_open: Map<SockKey, Conn>,
+    half_open_by_tuple: Map<TupleKey, SockKey>,
+    seeded: Map<TupleKey, Conn>,
+    listeners: Map<ListenKey, Option<Owner>>,
+    /// Live connections by 4-tuple, for the facts read as tracing stops.
+    exit_index: Option<Map<TupleKey, SockKey>>,
     pub stats: TableStats,
 }
 
@@ -106,16 +111,17 @@ impl ConnTable {
         Self {
             cfg,
             next_id: 1,
-            live: HashMap::new(),
-            closing: HashMap::new(),
-            closing_by_sk: HashMap::new(),
-            closing_by_tuple: HashMap::new(),
+            live: Map::default(),
+            closing: Map::default(),
+            closing_by_sk: Map::default(),
+            closing_by_tuple: Map::default(),
             grace_queue: VecDeque::new(),
             tw_queue: VecDeque::new(),
-            half_open: HashMap::new(),
-            half_open_by_tuple: HashMap::new(),
-            seeded: HashMap::new(),
-            listeners: HashMap::new(),
+            half_open: Map::default(),
+            half_open_by_tuple: Map::default(),
+            seeded: Map::default(),
+            listeners: Map::default(),
+            exit_index: None,
             stats: TableStats::default(),
         }
     }
@@ -205,7 +211,7 @@ impl ConnTable {
                 // connect() runs in the caller's context: this is the owner.
                 c.owner = Some(Owner::of(ev));
                 c.enter(TcpState::SYN_SENT, ev.ts_ns);
-                self.insert_live(key, c, out);
+                self.insert_live(key, Box::new(c), out);
                 return;
             }
             (TcpState::LISTEN, TcpState::SYN_RECV) => {
@@ -219,17 +225,19 @@ impl ConnTable {
                 if let Some(req_key) = self.half_open_by_tuple.remove(&tuple)
                     && let Some(req) = self.half_open.remove(&req_key)
                 {
-                    c.retransmits.merge(&req.retransmits);
+                    if req.cold().retransmits.total > 0 {
+                        c.cold_mut().retransmits.merge(&req.cold().retransmits);
+                    }
                     c.owner = c.owner.or(req.owner);
                 }
-                self.insert_live(key, c, out);
+                self.insert_live(key, Box::new(c), out);
                 return;
             }
             _ => {}
         }
         let mut c = match self.live.remove(&key) {
             Some(c) => c,
-            None => self.adopt(ev, old),
+            None => Box::new(self.adopt(ev, old)),
         };
         if c.state() != Some(old) {
             c.notes |= note::MISSED_EVENTS;
@@ -241,8 +249,8 @@ impl ConnTable {
         }
         c.update_addrs(ev);
         c.last_ns = ev.ts_ns;
-        if is_close_call(old, new) && c.closer.is_none() {
-            c.closer = Some(Owner::of(ev));
+        if is_close_call(old, new) && c.cold().closer.is_none() {
+            c.cold_mut().closer = Some(Owner::of(ev));
         }
         if new == TcpState::ESTABLISHED
             && let Some(s) = &sock
@@ -251,10 +259,10 @@ impl ConnTable {
         }
         c.enter(new, ev.ts_ns);
         if new == TcpState::CLOSE {
-            c.close_task = Some(Owner::of(ev));
+            c.cold_mut().close_task = Some(Owner::of(ev));
             c.end_ns = Some(ev.ts_ns);
             if sock.is_some() {
-                c.sock = sock;
+                c.cold_mut().sock = sock;
             }
             let expect_tw = matches!(old, TcpState::FIN_WAIT2 | TcpState::CLOSING);
             self.start_closing(key, c, expect_tw);
@@ -285,7 +293,7 @@ impl ConnTable {
         c
     }
 
-    fn insert_live(&mut self, key: SockKey, c: Conn, out: &mut Vec<Conn>) {
+    fn insert_live(&mut self, key: SockKey, c: Box<Conn>, out: &mut Vec<Conn>) {
         if self.live.len() + self.half_open.len() >= self.cfg.max_conns
             && !self.live.contains_key(&key)
         {
@@ -311,13 +319,13 @@ impl ConnTable {
     }
 
     /// An evicted connection goes out as it is, noted and counted.
-    fn emit_evicted(&mut self, mut c: Conn, out: &mut Vec<Conn>) {
+    fn emit_evicted(&mut self, mut c: Box<Conn>, out: &mut Vec<Conn>) {
         c.notes |= note::EVICTED;
         c.end = Some(End::Open);
         c.end_ns = Some(c.last_ns);
         self.stats.evicted += 1;
         self.stats.finished += 1;
-        out.push(c);
+        out.push(*c);
     }
 
     /// A socket address reused before the old lifecycle's CLOSE was seen.
@@ -328,11 +336,11 @@ impl ConnTable {
             c.end_ns = Some(c.last_ns.min(ts_ns));
             c.end = Some(End::Open);
             self.stats.finished += 1;
-            out.push(c);
+            out.push(*c);
         }
     }
 
-    fn start_closing(&mut self, key: SockKey, c: Conn, expect_tw: bool) {
+    fn start_closing(&mut self, key: SockKey, c: Box<Conn>, expect_tw: bool) {
         let id = c.id;
         let closed = c.end_ns.unwrap_or(c.last_ns);
         self.closing_by_sk.insert(key, id);
@@ -361,10 +369,10 @@ impl ConnTable {
     fn target(&mut self, ev: &Event) -> Option<&mut Conn> {
         let key = SockKey::of(ev);
         if self.live.contains_key(&key) {
-            return self.live.get_mut(&key);
+            return self.live.get_mut(&key).map(|c| &mut **c);
         }
         let id = *self.closing_by_sk.get(&key)?;
-        self.closing.get_mut(&id).map(|c| &mut c.conn)
+        self.closing.get_mut(&id).map(|c| &mut *c.conn)
     }
 
     fn on_retransmit(
@@ -385,15 +393,15 @@ impl ConnTable {
                 return;
             };
             let c = self.adopt(ev, st);
-            self.insert_live(SockKey::of(ev), c, out);
+            self.insert_live(SockKey::of(ev), Box::new(c), out);
         }
         let Some(c) = self.target(ev) else { return };
         let st = state.or(c.state()).unwrap_or(TcpState(0));
         c.last_ns = ev.ts_ns;
         if failed {
-            c.retransmits.failed += 1;
+            c.cold_mut().retransmits.failed += 1;
         } else {
-            c.retransmits.add(st, kind, ev.ts_ns);
+            c.cold_mut().retransmits.add(st, kind, ev.ts_ns);
         }
     }
 
@@ -422,7 +430,8 @@ impl ConnTable {
         }
         if let Some(c) = self.half_open.get_mut(&key) {
             c.last_ns = ev.ts_ns;
-            c.retransmits
+            c.cold_mut()
+                .retransmits
                 .add(TcpState::SYN_RECV, SegmentKind::SynAck, ev.ts_ns);
         }
     }
@@ -437,7 +446,7 @@ impl ConnTable {
             Some(key) => {
                 if let Some(c) = self.half_open.remove(&key) {
                     self.half_open_by_tuple.remove(&TupleKey::of_conn(&c));
-                    self.emit_evicted(c, out);
+                    self.emit_evicted(Box::new(c), out);
                 }
             }
             None => self.evict(out),
@@ -450,11 +459,17 @@ impl ConnTable {
             return;
         };
         match dir {
-            ResetDirection::Sent => c.resets_sent = c.resets_sent.saturating_add(1),
-            ResetDirection::Received => c.resets_received = c.resets_received.saturating_add(1),
+            ResetDirection::Sent => {
+                let k = c.cold_mut();
+                k.resets_sent = k.resets_sent.saturating_add(1);
+            }
+            ResetDirection::Received => {
+                let k = c.cold_mut();
+                k.resets_received = k.resets_received.saturating_add(1);
+            }
         }
-        if c.reset_reason.is_none() {
-            c.reset_reason = reason;
+        if c.cold().reset_reason.is_none() {
+            c.cold_mut().reset_reason = reason;
         }
     }
 
@@ -463,7 +478,7 @@ impl ConnTable {
             self.stats.unattached += 1;
             return;
         };
-        c.error.get_or_insert(errno);
+        c.cold_mut().error.get_or_insert(errno);
     }
 
     fn on_time_wait(
@@ -480,7 +495,7 @@ impl ConnTable {
         let Some(cl) = self.closing.get_mut(&id) else {
             return;
         };
-        cl.conn.time_wait = state.map(|s| (s, timer_ms));
+        cl.conn.cold_mut().time_wait = state.map(|s| (s, timer_ms));
         if state.is_none() {
             cl.conn.notes |= note::NO_TIME_WAIT;
         }
@@ -524,16 +539,21 @@ impl ConnTable {
         if at_exit {
             let refresh = |c: &mut Conn| {
                 if sock.is_some() {
-                    c.sock = sock;
+                    c.cold_mut().sock = sock;
                 }
             };
             if let Some(c) = self.seeded.get_mut(&tuple) {
                 refresh(c);
-            } else if let Some(c) = self
-                .live
-                .values_mut()
-                .find(|c| TupleKey::of_conn(c) == tuple)
-            {
+                return;
+            }
+            // Built once, at the first exit fact: the live table has no tuple index.
+            let live = &self.live;
+            let index = self.exit_index.get_or_insert_with(|| {
+                live.iter()
+                    .map(|(k, c)| (TupleKey::of_conn(c), *k))
+                    .collect()
+            });
+            if let Some(c) = index.get(&tuple).and_then(|k| self.live.get_mut(k)) {
                 refresh(c);
             }
             return;
@@ -560,7 +580,7 @@ impl ConnTable {
         });
         if let Some(s) = &sock {
             c.options = Options::from_snapshot(s);
-            c.sock = sock;
+            c.cold_mut().sock = sock;
         }
         self.seeded.insert(tuple, c);
     }
@@ -583,15 +603,16 @@ impl ConnTable {
         }
         let end = classify(&c);
         if end == End::ResetSent
-            && c.closer.is_none()
-            && c.reset_reason
+            && c.cold().closer.is_none()
+            && c.cold()
+                .reset_reason
                 .is_some_and(|r| self.cfg.abort_reasons.contains(&r))
         {
-            c.closer = c.close_task;
+            c.cold_mut().closer = c.cold().close_task;
         }
         c.end = Some(end);
         self.stats.finished += 1;
-        out.push(c);
+        out.push(*c);
     }
 
     /// Emits the closed connections whose trailing facts had time to arrive by `now_ns`.
@@ -631,7 +652,7 @@ impl ConnTable {
         }
         self.grace_queue.clear();
         self.tw_queue.clear();
-        let mut rest: Vec<Conn> = self.live.drain().map(|(_, c)| c).collect();
+        let mut rest: Vec<Conn> = self.live.drain().map(|(_, c)| *c).collect();
         rest.extend(self.half_open.drain().map(|(_, c)| c));
         rest.extend(self.seeded.drain().map(|(_, c)| c));
         self.half_open_by_tuple.clear();

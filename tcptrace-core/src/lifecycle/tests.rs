@@ -42,13 +42,13 @@ fn summary(c: &Conn) -> String {
         port(c),
         c.role.name(),
         states.join(">"),
-        c.time_wait.map(|(s, _)| s.name()),
+        c.cold().time_wait.map(|(s, _)| s.name()),
         c.bytes_sent(),
         c.bytes_received(),
-        c.resets_sent,
-        c.resets_received,
-        c.error,
-        c.retransmits.total,
+        c.cold().resets_sent,
+        c.cold().resets_received,
+        c.cold().error,
+        c.cold().retransmits.total,
         c.note_names().collect::<Vec<_>>(),
     )
 }
@@ -79,7 +79,7 @@ fn recorded_scenarios_give_whole_records() {
     };
     let c = by(9701, Role::Client);
     assert_eq!(c.end, Some(End::Closed));
-    assert_eq!(c.time_wait.map(|t| t.0), Some(TcpState::TIME_WAIT));
+    assert_eq!(c.cold().time_wait.map(|t| t.0), Some(TcpState::TIME_WAIT));
     assert_eq!(
         (c.bytes_sent(), c.bytes_received()),
         (Some(4321), Some(777))
@@ -87,9 +87,9 @@ fn recorded_scenarios_give_whole_records() {
     assert!(c.owner.is_some_and(|o| o.comm.bytes() == b"python3"));
     let s = by(9701, Role::Server);
     assert_eq!(s.end, Some(End::Closed));
-    assert_eq!(s.owner.map(|o| o.pid), s.closer.map(|o| o.pid));
+    assert_eq!(s.owner.map(|o| o.pid), s.cold().closer.map(|o| o.pid));
     assert_eq!(
-        by(9702, Role::Server).time_wait.map(|t| t.0),
+        by(9702, Role::Server).cold().time_wait.map(|t| t.0),
         Some(TcpState::TIME_WAIT)
     );
     assert_eq!(by(9703, Role::Client).end, Some(End::Refused));
@@ -98,7 +98,10 @@ fn recorded_scenarios_give_whole_records() {
     assert_eq!(by(9705, Role::Client).bytes_sent(), Some(200_000));
     let t = by(9706, Role::Client);
     assert_eq!(t.end, Some(End::Timeout));
-    assert_eq!(t.retransmits.by_state[TcpState::SYN_SENT.0 as usize], 2);
+    assert_eq!(
+        t.cold().retransmits.by_state[TcpState::SYN_SENT.0 as usize],
+        2
+    );
     assert!(
         conns.iter().all(|c| c.notes == 0),
         "{:#?}",

@@ -119,8 +119,14 @@ impl NetnsDiag {
         Ok(self.seq)
     }
 
-    /// Reads answers to request `seq` until it is complete; `Ok(false)` on ENOENT.
-    fn receive(&mut self, seq: u32, dump: bool, out: &mut Vec<DiagSock>) -> io::Result<bool> {
+    /// Reads answers to request `seq` until it is complete, handing each socket to `each`;
+    /// `Ok(false)` on ENOENT.
+    fn receive(
+        &mut self,
+        seq: u32,
+        dump: bool,
+        each: &mut dyn FnMut(DiagSock),
+    ) -> io::Result<bool> {
         loop {
             let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
             let mut at = 0;
@@ -139,7 +145,7 @@ impl NetnsDiag {
                                 .get(EXPIRES_AT..EXPIRES_AT + 4)
                                 .and_then(|b| b.try_into().ok())
                                 .map_or(0, u32::from_ne_bytes);
-                            out.push(convert(&r, expires));
+                            each(convert(&r, expires));
                             if !dump {
                                 return Ok(true);
                             }
@@ -181,14 +187,26 @@ impl NetnsDiag {
             },
         };
         let seq = self.send(NLM_F_REQUEST, req)?;
-        let mut out = Vec::with_capacity(1);
-        self.receive(seq, false, &mut out)?;
-        Ok(out.pop())
+        let mut found = None;
+        self.receive(seq, false, &mut |s| found = Some(s))?;
+        Ok(found)
     }
 
     /// Every TCP socket of both families whose state bit is set in `states`.
     pub fn dump(&mut self, states: u32, with_info: bool) -> io::Result<Vec<DiagSock>> {
         let mut out = Vec::new();
+        self.dump_each(states, with_info, &mut |s| out.push(s))?;
+        Ok(out)
+    }
+
+    /// Like [`NetnsDiag::dump`], handing each socket to `each` instead of collecting them
+    /// (a hundred thousand timewait sockets need not be held at once to be counted).
+    pub fn dump_each(
+        &mut self,
+        states: u32,
+        with_info: bool,
+        each: &mut dyn FnMut(DiagSock),
+    ) -> io::Result<()> {
         for (family, id) in [
             (AF_INET, SocketId::new_v4()),
             (AF_INET6, SocketId::new_v6()),
@@ -205,8 +223,8 @@ impl NetnsDiag {
                 socket_id: id,
             };
             let seq = self.send(NLM_F_REQUEST | NLM_F_DUMP, req)?;
-            self.receive(seq, true, &mut out)?;
+            self.receive(seq, true, each)?;
         }
-        Ok(out)
+        Ok(())
     }
 }

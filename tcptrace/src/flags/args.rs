@@ -10,6 +10,9 @@ pub enum FormatArg {
     Text,
     /// One JSON object per line (schema in README.md).
     Json,
+    /// Binary recording of the event stream for `tcptrace replay` (with --events; to a file
+    /// or pipe). The kernel's records as they came, the cheapest way to keep everything.
+    Raw,
 }
 
 /// Which attachment of the tracepoints to use.
@@ -134,6 +137,12 @@ pub struct Args {
     /// Ring buffer size in bytes (power of two, suffixes K/M allowed).
     #[arg(long = "ring-buffer", value_name = "BYTES", default_value = "4M")]
     pub ring_buffer: String,
+
+    /// Longest a record may wait in the ring buffer before it is read (e.g. 20ms). The reader
+    /// drains on this timer and is woken early only when a quarter of the buffer fills, so
+    /// busy hosts pay one wakeup per batch; 0 wakes the reader for every record.
+    #[arg(long, value_name = "DURATION", default_value = "20ms")]
+    pub latency: String,
 
     /// Tracepoint attachment.
     #[arg(long, value_enum, default_value = "auto")]

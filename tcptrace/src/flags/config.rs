@@ -14,6 +14,8 @@ use crate::pipeline::{ConnFilter, Mode};
 pub enum Format {
     Text,
     Json,
+    /// Binary recording (`--events` only).
+    Raw,
 }
 
 /// Tracepoint attachment policy.
@@ -31,6 +33,8 @@ pub struct Config {
     pub duration: Option<Duration>,
     pub filter: Filter,
     pub ring_bytes: u32,
+    /// Drain timer of the ring buffer; `None`: woken for every record.
+    pub latency: Option<Duration>,
     pub tracepoints: TracepointMode,
     /// `None`: run without BTF.
     pub btf: Option<PathBuf>,
@@ -93,7 +97,7 @@ impl Config {
             conn_filter.states.push(state);
         }
         if let Some(text) = &args.min_duration {
-            conn_filter.min_duration_ns = Some(duration_ns(text)?);
+            conn_filter.min_duration_ns = Some(duration_ns(text, "--min-duration")?);
         }
         if args.max_conns == 0 {
             bail!("--max-conns must be at least 1");
@@ -103,6 +107,18 @@ impl Config {
         if let Some(ns) = &args.netns {
             filter.netns = netns_inode(ns)?;
             conn_filter.netns = vec![filter.netns];
+        }
+        if args.format == FormatArg::Raw {
+            if !args.events || args.command.is_some() {
+                bail!(
+                    "--format raw records the live event stream: use it with --events (replay prints text or json)"
+                );
+            }
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                bail!(
+                    "--format raw writes binary data: redirect standard output to a file or pipe"
+                );
+            }
         }
         let btf = (args.btf.as_os_str() != "none").then_some(args.btf);
         let tracepoints = match args.tracepoints {
@@ -122,10 +138,15 @@ impl Config {
             format: match args.format {
                 FormatArg::Text => Format::Text,
                 FormatArg::Json => Format::Json,
+                FormatArg::Raw => Format::Raw,
             },
             duration,
             filter,
             ring_bytes: ring_size(&args.ring_buffer)?,
+            latency: match duration_ns(&args.latency, "--latency")? {
+                0 => None,
+                ns => Some(Duration::from_nanos(ns)),
+            },
             tracepoints,
             btf,
             header: !args.no_header,
@@ -157,7 +178,7 @@ impl Config {
 }
 
 /// Parses `500ms`, `2s`, `1.5m` or plain seconds into nanoseconds.
-fn duration_ns(text: &str) -> anyhow::Result<u64> {
+fn duration_ns(text: &str, flag: &str) -> anyhow::Result<u64> {
     let t = text.trim();
     let (num, unit) = if let Some(n) = t.strip_suffix("ms") {
         (n, 1e6)
@@ -172,7 +193,7 @@ fn duration_ns(text: &str) -> anyhow::Result<u64> {
     };
     match num.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 && v * unit < 1.8e19 => Ok((v * unit) as u64),
-        _ => bail!("--min-duration: {text:?} is not a duration like 500ms or 2s"),
+        _ => bail!("{flag}: {text:?} is not a duration like 500ms or 2s"),
     }
 }
 
@@ -281,7 +302,7 @@ mod tests {
             vec![TcpState::SYN_SENT, TcpState::TIME_WAIT]
         );
         assert_eq!(c.conn_filter.min_duration_ns, Some(1_500_000_000));
-        assert_eq!(duration_ns("500ms").unwrap(), 500_000_000);
+        assert_eq!(duration_ns("500ms", "--x").unwrap(), 500_000_000);
         assert!(parse(&["--state", "NOPE"]).is_err());
         assert!(parse(&["--min-duration", "soon"]).is_err());
         assert!(parse(&["--max-conns", "0"]).is_err());

@@ -52,6 +52,8 @@ pub struct Tracer {
     pub reset_reasons: Vec<(u32, String)>,
     /// How to read the socket bytes state changes carry (empty without BTF).
     pub snap: SnapLayout,
+    /// Drain timer matching the wakeup policy (`None`: woken per record).
+    pub latency: Option<std::time::Duration>,
     /// Things that work less well than they could on this kernel, one line each.
     pub warnings: Vec<String>,
 }
@@ -127,18 +129,30 @@ impl Tracer {
     }
 }
 
+/// The wakeup policy: with a drain timer, wake early only when a quarter of the buffer waits.
+fn wakeup(cfg: &Config) -> abi::Wakeup {
+    match cfg.latency {
+        Some(_) => abi::Wakeup {
+            bytes: u64::from(cfg.ring_bytes / 4),
+        },
+        None => abi::Wakeup::per_record(),
+    }
+}
+
 /// Loads and attaches everything `cfg` asks for.
 pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
     privilege::check()?;
     let mut warnings = Vec::new();
     let info = kernel_info(cfg, &mut warnings)?;
 
+    let wakeup = wakeup(cfg);
     let mut loader = EbpfLoader::new();
     loader
         .btf(info.aya_btf.as_ref())
         .override_global(abi::FILTER_GLOBAL, &cfg.filter, true)
         .override_global(abi::OFFSETS_GLOBAL, &info.offsets, true)
         .override_global(abi::SNAP_GLOBAL, &info.snap_plan, true)
+        .override_global(abi::WAKEUP_GLOBAL, &wakeup, true)
         .map_max_entries(abi::EVENTS_MAP, cfg.ring_bytes);
     let none = TpLayout::none();
     for (hook, layout) in HOOKS.iter().zip(&info.layouts) {
@@ -179,6 +193,7 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         attached,
         reset_reasons: info.reset_reasons,
         snap: info.snap,
+        latency: cfg.latency,
         warnings,
     })
 }

@@ -1,5 +1,8 @@
 //! JSON lines: one object per event with a `"type"` tag; schema in README.md.
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    net::IpAddr,
+};
 
 use tcptrace_core::{
     clock::write_rfc3339_us,
@@ -30,6 +33,14 @@ impl<W: Write> JsonSink<W> {
 /// Appends `s` as a JSON string (lossy UTF-8, control characters escaped).
 pub fn push_str(buf: &mut Vec<u8>, s: &[u8]) {
     buf.push(b'"');
+    // Fast path: names and addresses are plain printable ASCII.
+    if s.iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        buf.extend_from_slice(s);
+        buf.push(b'"');
+        return;
+    }
     for ch in String::from_utf8_lossy(s).chars() {
         match ch {
             '"' => buf.extend_from_slice(b"\\\""),
@@ -80,6 +91,52 @@ pub(super) fn object<'a, V>(
     buf.push(b'}');
 }
 
+/// `,"k":"v"` for a value known to need no escaping (state, family, kind names).
+pub(super) fn ident(buf: &mut Vec<u8>, k: &str, v: &'static str) {
+    key(buf, k);
+    buf.push(b'"');
+    buf.extend_from_slice(v.as_bytes());
+    buf.push(b'"');
+}
+
+/// `"0x…"`: a kernel address.
+pub(super) fn push_hex(buf: &mut Vec<u8>, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut tmp = [0u8; 16];
+    let mut n = 0;
+    let mut x = v;
+    loop {
+        tmp[15 - n] = DIGITS[(x & 0xf) as usize];
+        n += 1;
+        x >>= 4;
+        if x == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(b"\"0x");
+    buf.extend_from_slice(&tmp[16 - n..]);
+    buf.push(b'"');
+}
+
+/// `"a.b.c.d"` (or an IPv6 address) without the formatting machinery for the common case.
+pub(super) fn push_ip(buf: &mut Vec<u8>, addr: &IpAddr) {
+    match addr {
+        IpAddr::V4(v4) => {
+            buf.push(b'"');
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                buf.extend_from_slice(itoa::Buffer::new().format(o).as_bytes());
+            }
+            buf.push(b'"');
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(buf, "\"{addr}\"");
+        }
+    }
+}
+
 pub(super) fn text(buf: &mut Vec<u8>, k: &str, v: &str) {
     key(buf, k);
     push_str(buf, v.as_bytes());
@@ -110,10 +167,25 @@ pub(super) fn opt_ms(buf: &mut Vec<u8>, k: &str, ns: Option<u64>) {
     match ns {
         Some(ns) => {
             key(buf, k);
-            let _ = write!(buf, "{:.3}", ns as f64 / 1e6);
+            push_ms(buf, ns);
         }
         None => null(buf, k),
     }
+}
+
+/// Nanoseconds as milliseconds with three decimals (`1.235`), rounded to the nearest
+/// microsecond, without going through floating point.
+pub fn push_ms(buf: &mut Vec<u8>, ns: u64) {
+    let us = ns.saturating_add(500) / 1000;
+    let mut b = itoa::Buffer::new();
+    buf.extend_from_slice(b.format(us / 1000).as_bytes());
+    let frac = (us % 1000) as u16;
+    buf.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
 }
 
 /// `"sock":{...}`: the socket numbers a state change carried.
@@ -124,8 +196,9 @@ pub(super) fn sock(buf: &mut Vec<u8>, s: &SockSnapshot) {
         if i > 0 {
             buf.push(b',');
         }
-        push_str(buf, f.name().as_bytes());
-        buf.push(b':');
+        buf.push(b'"');
+        buf.extend_from_slice(f.name().as_bytes());
+        buf.extend_from_slice(b"\":");
         match f {
             Field::Timestamps | Field::WscaleOk | Field::KeepOpen => {
                 buf.extend_from_slice(if v != 0 { b"true" } else { b"false" })
@@ -141,8 +214,9 @@ pub(super) fn sock(buf: &mut Vec<u8>, s: &SockSnapshot) {
 
 /// The opening of every record: type, times.
 pub(super) fn head(buf: &mut Vec<u8>, ctx: &RenderCtx, ty: &str, ts_ns: u64) {
-    buf.extend_from_slice(b"{\"type\":");
-    push_str(buf, ty.as_bytes());
+    buf.extend_from_slice(b"{\"type\":\"");
+    buf.extend_from_slice(ty.as_bytes());
+    buf.push(b'"');
     num(buf, "ts_ns", ts_ns);
     key(buf, "time");
     buf.push(b'"');
@@ -154,7 +228,7 @@ pub(super) fn head(buf: &mut Vec<u8>, ctx: &RenderCtx, ty: &str, ts_ns: u64) {
 pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u64>) {
     head(buf, ctx, ev.kind.type_name(), ev.ts_ns);
     key(buf, "sk");
-    let _ = write!(buf, "\"{:#x}\"", ev.sk);
+    push_hex(buf, ev.sk);
     match ev.netns {
         Some(ns) => num(buf, "netns", ns),
         None => null(buf, "netns"),
@@ -163,17 +237,17 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u6
     num(buf, "tid", ev.tid);
     key(buf, "comm");
     push_str(buf, ev.comm.bytes());
-    text(buf, "family", ev.family.name());
+    ident(buf, "family", ev.family.name());
     key(buf, "laddr");
-    let _ = write!(buf, "\"{}\"", ev.laddr);
+    push_ip(buf, &ev.laddr);
     num(buf, "lport", ev.lport);
     key(buf, "raddr");
-    let _ = write!(buf, "\"{}\"", ev.raddr);
+    push_ip(buf, &ev.raddr);
     num(buf, "rport", ev.rport);
     match ev.kind {
         EventKind::State { old, new, sock: s } => {
-            text(buf, "old", old.name());
-            text(buf, "new", new.name());
+            ident(buf, "old", old.name());
+            ident(buf, "new", new.name());
             opt_ms(buf, "prev_ms", prev_ns);
             if let Some(s) = &s {
                 sock(buf, s);
@@ -185,8 +259,8 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u6
             from_flags,
         } => {
             opt_state(buf, "state", state);
-            text(buf, "kind", kind.name());
-            text(buf, "kind_from", if from_flags { "flags" } else { "state" });
+            ident(buf, "kind", kind.name());
+            ident(buf, "kind_from", if from_flags { "flags" } else { "state" });
         }
         EventKind::RetransmitFailed {
             state,
@@ -195,23 +269,23 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u6
             errno: code,
         } => {
             opt_state(buf, "state", state);
-            text(buf, "kind", kind.name());
-            text(buf, "kind_from", if from_flags { "flags" } else { "state" });
+            ident(buf, "kind", kind.name());
+            ident(buf, "kind_from", if from_flags { "flags" } else { "state" });
             errno(buf, code);
         }
         EventKind::SynAckRetransmit { listener } => {
-            text(buf, "state", TcpState::NEW_SYN_RECV.name());
-            text(buf, "kind", "synack");
-            text(buf, "kind_from", "tracepoint");
+            ident(buf, "state", TcpState::NEW_SYN_RECV.name());
+            ident(buf, "kind", "synack");
+            ident(buf, "kind_from", "tracepoint");
             key(buf, "listener");
-            let _ = write!(buf, "\"{listener:#x}\"");
+            push_hex(buf, listener);
         }
         EventKind::Reset {
             direction,
             state,
             reason,
         } => {
-            text(buf, "direction", direction.name());
+            ident(buf, "direction", direction.name());
             opt_state(buf, "state", state);
             match reason {
                 Some(code) => {
@@ -244,7 +318,7 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u6
             at_exit,
             sock: s,
         } => {
-            text(buf, "state", state.name());
+            ident(buf, "state", state.name());
             key(buf, "at_exit");
             buf.extend_from_slice(if at_exit { b"true" } else { b"false" });
             if let Some(s) = &s {

@@ -1,6 +1,4 @@
 //! The JSON `"type":"conn"` record: one finished connection lifecycle; schema in README.md.
-use std::io::Write as _;
-
 use tcptrace_core::{
     clock::write_rfc3339_us,
     diagnose::Diagnosis,
@@ -10,7 +8,7 @@ use tcptrace_core::{
 
 use super::{
     RenderCtx,
-    json::{head, key, null, num, object, opt_ms, push_str, text},
+    json::{head, ident, key, null, num, object, opt_ms, push_hex, push_ip, push_str, text},
 };
 
 fn opt_num(buf: &mut Vec<u8>, k: &str, v: Option<impl itoa::Integer>) {
@@ -55,7 +53,7 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnos
     let end_ns = c.end_ns.unwrap_or(c.last_ns);
     head(buf, ctx, "conn", end_ns);
     key(buf, "sk");
-    let _ = write!(buf, "\"{:#x}\"", c.sk);
+    push_hex(buf, c.sk);
     opt_num(buf, "netns", c.netns);
     opt_num(buf, "pid", c.owner.map(|o| o.pid));
     match c.owner {
@@ -65,15 +63,15 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnos
         }
         None => null(buf, "comm"),
     }
-    text(buf, "family", c.family.name());
+    ident(buf, "family", c.family.name());
     key(buf, "laddr");
-    let _ = write!(buf, "\"{}\"", c.laddr);
+    push_ip(buf, &c.laddr);
     num(buf, "lport", c.lport);
     key(buf, "raddr");
-    let _ = write!(buf, "\"{}\"", c.raddr);
+    push_ip(buf, &c.raddr);
     num(buf, "rport", c.rport);
     num(buf, "id", c.id);
-    text(buf, "role", c.role.name());
+    ident(buf, "role", c.role.name());
     match c.start_ns {
         Some(ns) => {
             key(buf, "start");
@@ -96,7 +94,7 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnos
         buf.push(b'}');
     }
     buf.push(b']');
-    let r = &c.retransmits;
+    let r = &c.cold().retransmits;
     key(buf, "retransmits");
     buf.extend_from_slice(b"{\"total\":");
     buf.extend_from_slice(itoa::Buffer::new().format(r.total).as_bytes());
@@ -106,9 +104,9 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnos
     buf.push(b'}');
     key(buf, "resets");
     buf.extend_from_slice(b"{\"sent\":");
-    buf.extend_from_slice(itoa::Buffer::new().format(c.resets_sent).as_bytes());
-    num(buf, "received", c.resets_received);
-    match c.reset_reason {
+    buf.extend_from_slice(itoa::Buffer::new().format(c.cold().resets_sent).as_bytes());
+    num(buf, "received", c.cold().resets_received);
+    match c.cold().reset_reason {
         Some(code) => match ctx.reason_name(code) {
             Some(n) => text(buf, "reason", n),
             None => num(buf, "reason", code),
@@ -116,15 +114,15 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnos
         None => null(buf, "reason"),
     }
     buf.push(b'}');
-    match c.error.and_then(errno_name) {
+    match c.cold().error.and_then(errno_name) {
         Some(n) => text(buf, "error", n),
-        None => opt_num(buf, "error", c.error),
+        None => opt_num(buf, "error", c.cold().error),
     }
     opt_num(buf, "bytes_sent", c.bytes_sent());
     opt_num(buf, "bytes_received", c.bytes_received());
     opt_ms(buf, "srtt_ms", c.srtt_us().map(|us| us * 1000));
     text(buf, "end", c.end.map_or("open", |e| e.name()));
-    match c.time_wait {
+    match c.cold().time_wait {
         Some((state, timer)) => {
             text(buf, "time_wait_state", state.name());
             opt_num(buf, "time_wait_ms", timer);
@@ -149,7 +147,7 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnos
     opt_bool(buf, "sack", o.sack);
     opt_bool(buf, "timestamps", o.timestamps);
     buf.push(b'}');
-    owner(buf, "closer", c.closer);
+    owner(buf, "closer", c.cold().closer);
     key(buf, "notes");
     buf.push(b'[');
     for (i, n) in c.note_names().enumerate() {

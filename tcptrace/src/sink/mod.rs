@@ -3,6 +3,7 @@
 pub mod json;
 mod json_conn;
 mod json_diag;
+mod raw;
 mod text;
 mod text_conn;
 mod writer;
@@ -17,10 +18,12 @@ use tcptrace_core::{
     },
     event::Event,
     lifecycle::Conn,
+    snapshot::SnapLayout,
     sysctl::Sysctls,
 };
 
 pub use json::JsonSink;
+pub use raw::RawSink;
 pub use text::TextSink;
 pub use writer::Out;
 
@@ -40,6 +43,10 @@ impl RenderCtx {
 
 /// A consumer of events.
 pub trait Sink {
+    /// A kernel record before decoding (only a recording keeps it).
+    fn record(&mut self, _raw: &[u8], _layout: &SnapLayout) -> io::Result<()> {
+        Ok(())
+    }
     /// One event; `prev_ns` is the time spent in the old state for state events, when known.
     fn event(&mut self, ev: &Event, prev_ns: Option<u64>) -> io::Result<()>;
     /// One finished connection lifecycle and what explains it.

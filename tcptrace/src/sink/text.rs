@@ -63,7 +63,12 @@ fn in_state(s: Option<tcptrace_core::tcp::TcpState>) -> String {
 pub fn describe(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u64>) {
     let _ = match ev.kind {
         EventKind::State { old, new, .. } => match prev_ns {
-            Some(ns) => write!(buf, "{old} -> {new} ({:.3} ms in {old})", ns as f64 / 1e6),
+            Some(ns) => write!(buf, "{old} -> {new} (").map(|()| {
+                super::json::push_ms(buf, ns);
+                buf.extend_from_slice(b" ms in ");
+                buf.extend_from_slice(old.name().as_bytes());
+                buf.push(b')');
+            }),
             None => write!(buf, "{old} -> {new}"),
         },
         EventKind::Retransmit { state, kind, .. } => {

@@ -88,7 +88,7 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: 
             None => write!(buf, "{state} ?"),
         };
     }
-    if let Some((state, timer)) = c.time_wait {
+    if let Some((state, timer)) = c.cold().time_wait {
         let what = if state == TcpState::TIME_WAIT {
             "TIME_WAIT".to_string()
         } else {
@@ -106,13 +106,14 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: 
     if let Some(us) = c.srtt_us().filter(|us| *us > 0) {
         facts.push(format!("rtt {}", human_ns(us * 1000)));
     }
-    let rt = &c.retransmits;
+    let rt = &c.cold().retransmits;
     if rt.total > 0 {
         let parts: Vec<String> = rt.states().map(|(s, n)| format!("{n} in {s}")).collect();
         facts.push(format!("{} retransmits ({})", rt.total, parts.join(", ")));
     }
-    if c.resets_sent + c.resets_received > 0 {
+    if c.cold().resets_sent + c.cold().resets_received > 0 {
         let reason = c
+            .cold()
             .reset_reason
             .map(|r| {
                 ctx.reason_name(r)
@@ -121,13 +122,14 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: 
             .unwrap_or_default();
         facts.push(format!(
             "RST sent {} received {}{reason}",
-            c.resets_sent, c.resets_received
+            c.cold().resets_sent,
+            c.cold().resets_received
         ));
     }
-    if let Some(e) = c.error {
+    if let Some(e) = c.cold().error {
         facts.push(format!("error {}", errno_name(e).unwrap_or("?")));
     }
-    if let Some(cl) = c.closer
+    if let Some(cl) = c.cold().closer
         && c.owner.is_none_or(|o| o.pid != cl.pid)
     {
         facts.push(format!(

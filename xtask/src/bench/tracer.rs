@@ -1,0 +1,302 @@
+//! A tracer under measurement: started as a child process with its output sent to a sink,
+//! waited on until it traces, then stopped with SIGINT; reports its CPU time, peak RSS, the
+//! runs and run time of its eBPF programs (from `/proc/PID/fdinfo` with `bpf_stats_enabled`)
+//! and the events it says it lost.
+use std::{
+    fs::{self, File},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+/// Where the tracer's standard output goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sink {
+    DevNull,
+    File,
+}
+
+/// Which tracer, in which mode.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub name: &'static str,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub sink: Sink,
+    /// tcptrace prints its summary (with lost events) on stderr; tcpstates prints one line per loss.
+    pub kind: Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Tcptrace,
+    Tcpstates,
+}
+
+/// CPU seconds (user + system) of a process from `/proc/PID/stat`.
+fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc/PID/stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(ticks as f64 / hz)
+}
+
+/// eBPF program statistics of one process: (runs, run time in ns), summed over its programs.
+pub fn bpf_stats(pid: u32) -> (u64, u64) {
+    let mut runs = 0;
+    let mut ns = 0;
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return (0, 0);
+    };
+    for entry in dir.flatten() {
+        let Ok(text) = fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        if !text.contains("prog_type:") {
+            continue;
+        }
+        for line in text.lines() {
+            let mut kv = line.split(':');
+            let (Some(k), Some(v)) = (kv.next(), kv.next()) else {
+                continue;
+            };
+            let v: u64 = v.trim().parse().unwrap_or(0);
+            match k {
+                "run_cnt" => runs += v,
+                "run_time_ns" => ns += v,
+                _ => {}
+            }
+        }
+    }
+    (runs, ns)
+}
+
+/// A running tracer; dropped without [`Running::stop`] (a failed measurement), it is killed.
+pub struct Running {
+    child: Option<Child>,
+    setup: Setup,
+    stderr: PathBuf,
+    pub out: PathBuf,
+    cpu_at_start: f64,
+    bpf_at_start: (u64, u64),
+}
+
+/// What one measured window cost the tracer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cost {
+    /// CPU seconds from the workload's start until the tracer exited (draining included).
+    pub cpu_secs: f64,
+    /// Kernel events the tracer's programs handled in the window.
+    pub events: u64,
+    /// Nanoseconds spent in its eBPF programs in the window.
+    pub bpf_ns: u64,
+    pub lost: u64,
+    /// Peak resident set, bytes.
+    pub peak_rss: u64,
+    /// Output bytes written.
+    pub out_bytes: u64,
+}
+
+impl Running {
+    /// Starts `setup` and waits until it traces.
+    pub fn start(setup: &Setup, dir: &Path) -> anyhow::Result<Self> {
+        let out = dir.join(format!("{}.out", setup.name));
+        let stderr = dir.join(format!("{}.err", setup.name));
+        let stdout = match setup.sink {
+            Sink::DevNull => Stdio::from(File::create("/dev/null")?),
+            Sink::File => Stdio::from(File::create(&out)?),
+        };
+        let child = Command::new(&setup.program)
+            .args(&setup.args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(File::create(&stderr)?)
+            .spawn()
+            .with_context(|| format!("starting {}", setup.program.display()))?;
+        let mut r = Self {
+            child: Some(child),
+            setup: setup.clone(),
+            stderr,
+            out,
+            cpu_at_start: 0.0,
+            bpf_at_start: (0, 0),
+        };
+        r.wait_ready()?;
+        Ok(r)
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child_mut().try_wait()? {
+                bail!(
+                    "{} exited before tracing ({status}): {}",
+                    self.setup.name,
+                    fs::read_to_string(&self.stderr).unwrap_or_default().trim()
+                );
+            }
+            let ready = match self.setup.kind {
+                Kind::Tcptrace => {
+                    fs::read_to_string(&self.stderr).is_ok_and(|s| s.contains("tracing (Ctrl-C"))
+                }
+                // tcpstates attaches, then prints its column header; once its programs are
+                // loaded they show in fdinfo.
+                Kind::Tcpstates => bpf_prog_count(self.pid()) > 0,
+            };
+            if ready {
+                // Let start-up work (BTF parsing, seeding from sock_diag) finish.
+                thread::sleep(Duration::from_millis(500));
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not start tracing within 30 s", self.setup.name);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Marks the start of the workload.
+    pub fn mark(&mut self) -> anyhow::Result<()> {
+        let pid = self.pid();
+        self.cpu_at_start = cpu_secs(pid)?;
+        self.bpf_at_start = bpf_stats(pid);
+        Ok(())
+    }
+
+    /// Stops the tracer with SIGINT and returns the window's cost.
+    pub fn stop(mut self) -> anyhow::Result<Cost> {
+        let pid = self.pid();
+        // Reaped below with wait4 (for its rusage); nothing is left for Drop.
+        drop(self.child.take());
+        let (runs, ns) = bpf_stats(pid);
+        // SAFETY: signals our own child, which has not been reaped yet.
+        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+        let mut status = 0;
+        // SAFETY: rusage is plain data; wait4 fills it for our child.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child; the pointers are valid for the call.
+        let r = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
+        if r < 0 {
+            bail!(
+                "waiting for {}: {}",
+                self.setup.name,
+                std::io::Error::last_os_error()
+            );
+        }
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let total_cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
+        let err = fs::read_to_string(&self.stderr).unwrap_or_default();
+        let lost = match self.setup.kind {
+            Kind::Tcptrace => tcptrace_lost(&err),
+            Kind::Tcpstates => tcpstates_lost(&err),
+        };
+        Ok(Cost {
+            cpu_secs: total_cpu - self.cpu_at_start,
+            events: runs - self.bpf_at_start.0,
+            bpf_ns: ns - self.bpf_at_start.1,
+            lost,
+            peak_rss: usage.ru_maxrss as u64 * 1024,
+            out_bytes: fs::metadata(&self.out).map_or(0, |m| m.len()),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("running until stopped")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn bpf_prog_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fdinfo")).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| fs::read_to_string(e.path()).is_ok_and(|t| t.contains("prog_type:")))
+            .count()
+    })
+}
+
+/// The `N lost` of tcptrace's exit summary.
+fn tcptrace_lost(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let before = l.split(" lost,").next().filter(|b| b.len() < l.len())?;
+            before.rsplit(' ').next()?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The sum of tcpstates' `lost N events on CPU #C` lines.
+fn tcpstates_lost(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l
+                .strip_prefix("lost ")
+                .or_else(|| l.strip_prefix("Lost "))?;
+            rest.split(' ').next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Resident set of a process now, bytes.
+pub fn rss(pid: u32) -> anyhow::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")?;
+    Ok(kb * 1024)
+}
+
+/// Turns on the kernel's eBPF run-time statistics, returning the previous setting.
+pub fn enable_bpf_stats() -> anyhow::Result<String> {
+    let path = "/proc/sys/kernel/bpf_stats_enabled";
+    let old = fs::read_to_string(path).context(path)?;
+    fs::write(path, "1").context(path)?;
+    Ok(old.trim().to_string())
+}
+
+pub fn restore_bpf_stats(old: &str) {
+    let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", old);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_counts_are_parsed() {
+        let s = "tcptrace: 961163 events: 961140 state; 12 lost, 0 malformed; 10 facts\n";
+        assert_eq!(tcptrace_lost(s), 12);
+        assert_eq!(
+            tcpstates_lost("Lost 3 events on CPU #0!\nlost 4 events on CPU #1\n"),
+            7
+        );
+        assert_eq!(tcpstates_lost("nothing\n"), 0);
+    }
+}
