@@ -57,21 +57,7 @@ pub fn machine() -> String {
 
 /// Waits until a process's CPU time stops growing (it has caught up with its input).
 fn wait_idle(pid: u32) {
-    let cpu = || {
-        fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                let rest = s.rsplit_once(')')?.1.to_string();
-                let f: Vec<u64> = rest
-                    .split_whitespace()
-                    .skip(11)
-                    .take(2)
-                    .filter_map(|x| x.parse().ok())
-                    .collect();
-                Some(f.iter().sum::<u64>())
-            })
-            .unwrap_or(0)
-    };
+    let cpu = || tracer::cpu_secs(pid).unwrap_or(0.0);
     let mut last = cpu();
     for _ in 0..120 {
         thread::sleep(Duration::from_millis(500));

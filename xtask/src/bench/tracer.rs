@@ -37,15 +37,17 @@ pub enum Kind {
 }
 
 /// CPU seconds (user + system) of a process from `/proc/PID/stat`.
-fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
     let rest = stat
         .rsplit_once(')')
         .map(|(_, r)| r)
         .context("malformed /proc/PID/stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    let mut f = rest.split_whitespace().skip(11);
+    let mut field =
+        || -> anyhow::Result<u64> { Ok(f.next().context("short /proc/PID/stat")?.parse()?) };
+    let ticks = field()? + field()?;
     // SAFETY: sysconf has no memory effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Ok(ticks as f64 / hz)
