@@ -1,4 +1,5 @@
 //! Time arithmetic: maps CLOCK_MONOTONIC event stamps to wall-clock time and formats RFC 3339.
+use std::cell::Cell;
 
 /// Offset between CLOCK_REALTIME and CLOCK_MONOTONIC, sampled once by the caller.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,29 +74,68 @@ pub fn parse_rfc3339(s: &str) -> Option<i128> {
     Some(i128::from(secs) * 1_000_000_000 + frac_ns)
 }
 
-/// Appends `unix_ns` as RFC 3339 UTC with microseconds, e.g. `2026-11-24T10:03:07.123456Z`.
-pub fn write_rfc3339_us(out: &mut Vec<u8>, unix_ns: i128) {
-    // 64-bit arithmetic (128-bit division is slow): good until the year 2262.
+/// Seconds and microseconds of a Unix time in nanoseconds, in 64-bit arithmetic (128-bit
+/// division is slow): good until the year 2262.
+fn split_us(unix_ns: i128) -> (i64, u32) {
     let us = (unix_ns.clamp(i64::MIN as i128, i64::MAX as i128) as i64).div_euclid(1000);
-    let secs = us.div_euclid(1_000_000);
-    let micros = us.rem_euclid(1_000_000) as u32;
+    (us.div_euclid(1_000_000), us.rem_euclid(1_000_000) as u32)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix second.
+fn date_time(secs: i64) -> [u8; 19] {
+    let mut out = Vec::with_capacity(19);
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400) as u32;
     let (h, mi, s) = (sod / 3600, sod / 60 % 60, sod % 60);
-    push_num(out, y.clamp(0, 9999) as u32, 4);
+    push_num(&mut out, y.clamp(0, 9999) as u32, 4);
     out.push(b'-');
-    push_num(out, mo, 2);
+    push_num(&mut out, mo, 2);
     out.push(b'-');
-    push_num(out, d, 2);
+    push_num(&mut out, d, 2);
     out.push(b'T');
-    push_num(out, h, 2);
+    push_num(&mut out, h, 2);
     out.push(b':');
-    push_num(out, mi, 2);
+    push_num(&mut out, mi, 2);
     out.push(b':');
-    push_num(out, s, 2);
+    push_num(&mut out, s, 2);
+    let mut a = [0u8; 19];
+    a.copy_from_slice(&out);
+    a
+}
+
+/// Appends `unix_ns` as RFC 3339 UTC with microseconds, e.g. `2026-11-24T10:03:07.123456Z`.
+pub fn write_rfc3339_us(out: &mut Vec<u8>, unix_ns: i128) {
+    let (secs, micros) = split_us(unix_ns);
+    finish_rfc3339(out, &date_time(secs), micros);
+}
+
+fn finish_rfc3339(out: &mut Vec<u8>, date_time: &[u8; 19], micros: u32) {
+    out.extend_from_slice(date_time);
     out.push(b'.');
     push_num(out, micros, 6);
     out.push(b'Z');
+}
+
+/// [`write_rfc3339_us`] that remembers the last second's date and time: records come in time
+/// order, so most of them share it and only their microseconds are formatted.
+#[derive(Debug, Default)]
+pub struct Rfc3339Writer {
+    last: Cell<Option<(i64, [u8; 19])>>,
+}
+
+impl Rfc3339Writer {
+    pub fn write(&self, out: &mut Vec<u8>, unix_ns: i128) {
+        let (secs, micros) = split_us(unix_ns);
+        let prefix = match self.last.get() {
+            Some((s, p)) if s == secs => p,
+            _ => {
+                let p = date_time(secs);
+                self.last.set(Some((secs, p)));
+                p
+            }
+        };
+        finish_rfc3339(out, &prefix, micros);
+    }
 }
 
 /// Appends `v` zero-padded to `width` digits (at most 10).
@@ -112,6 +152,22 @@ fn push_num(out: &mut Vec<u8>, v: u32, width: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_writer_matches_the_function() {
+        let w = Rfc3339Writer::default();
+        for ns in [
+            1_764_000_000_123_456_000i128,
+            1_764_000_000_999_999_000,
+            1_764_000_001_000_001_000,
+            951_782_400_000_001_000,
+        ] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            w.write(&mut a, ns);
+            write_rfc3339_us(&mut b, ns);
+            assert_eq!(a, b);
+        }
+    }
 
     #[test]
     fn rfc3339_round_trips() {

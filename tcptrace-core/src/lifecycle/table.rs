@@ -235,9 +235,15 @@ impl ConnTable {
             }
             _ => {}
         }
-        let mut c = match self.live.remove(&key) {
-            Some(c) => c,
-            None => Box::new(self.adopt(ev, old)),
+        if !self.live.contains_key(&key) {
+            let mut adopted = Box::new(self.adopt(ev, old));
+            // The newest activity, so a full table evicts others, never it.
+            adopted.last_ns = ev.ts_ns;
+            self.insert_live(key, adopted, out);
+        }
+        // Updated in place; only the CLOSE transition takes it out of the live table.
+        let Some(c) = self.live.get_mut(&key) else {
+            return;
         };
         if c.state() != Some(old) {
             c.notes |= note::MISSED_EVENTS;
@@ -265,9 +271,9 @@ impl ConnTable {
                 c.cold_mut().sock = sock;
             }
             let expect_tw = matches!(old, TcpState::FIN_WAIT2 | TcpState::CLOSING);
-            self.start_closing(key, c, expect_tw);
-        } else {
-            self.insert_live(key, c, out);
+            if let Some(c) = self.live.remove(&key) {
+                self.start_closing(key, c, expect_tw);
+            }
         }
     }
 

@@ -5,7 +5,6 @@ use std::{
 };
 
 use tcptrace_core::{
-    clock::write_rfc3339_us,
     diagnose::{
         Diagnosis,
         netns::{NetnsFinding, NetnsSample},
@@ -220,7 +219,7 @@ pub(super) fn head(buf: &mut Vec<u8>, ctx: &RenderCtx, ty: &str, ts_ns: u64) {
     num(buf, "ts_ns", ts_ns);
     key(buf, "time");
     buf.push(b'"');
-    write_rfc3339_us(buf, ctx.clock.unix_ns(ts_ns));
+    ctx.times.write(buf, ctx.clock.unix_ns(ts_ns));
     buf.push(b'"');
 }
 

@@ -1,6 +1,5 @@
 //! The JSON `"type":"conn"` record: one finished connection lifecycle; schema in README.md.
 use tcptrace_core::{
-    clock::write_rfc3339_us,
     diagnose::Diagnosis,
     lifecycle::{Conn, Owner},
     tcp::errno_name,
@@ -76,7 +75,7 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnos
         Some(ns) => {
             key(buf, "start");
             buf.push(b'"');
-            write_rfc3339_us(buf, ctx.clock.unix_ns(ns));
+            ctx.times.write(buf, ctx.clock.unix_ns(ns));
             buf.push(b'"');
         }
         None => null(buf, "start"),

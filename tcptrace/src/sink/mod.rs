@@ -31,6 +31,8 @@ pub use writer::Out;
 #[derive(Debug, Default)]
 pub struct RenderCtx {
     pub clock: WallClock,
+    /// Formats record times (caching the current second).
+    pub times: tcptrace_core::clock::Rfc3339Writer,
     /// `enum sk_rst_reason` value → name without the `SK_RST_REASON_` prefix.
     pub reset_reasons: HashMap<u32, String>,
 }

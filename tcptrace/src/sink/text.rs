@@ -2,7 +2,6 @@
 use std::io::{self, Write};
 
 use tcptrace_core::{
-    clock::write_rfc3339_us,
     diagnose::{Diagnosis, netns::NetnsFinding},
     event::{Event, EventKind},
     lifecycle::Conn,
@@ -48,10 +47,11 @@ impl<W: Write> TextSink<W> {
 
 /// Time of day `HH:MM:SS.uuuuuu` of a monotonic stamp.
 fn time_of_day(buf: &mut Vec<u8>, ctx: &RenderCtx, ts_ns: u64) {
-    let mut full = Vec::with_capacity(32);
-    write_rfc3339_us(&mut full, ctx.clock.unix_ns(ts_ns));
     // "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" → "HH:MM:SS.uuuuuu"
-    buf.extend_from_slice(full.get(11..26).unwrap_or(&full));
+    let start = buf.len();
+    ctx.times.write(buf, ctx.clock.unix_ns(ts_ns));
+    buf.pop();
+    buf.drain(start..start + 11);
 }
 
 /// ` in STATE`, or nothing when the kernel gave no state.
