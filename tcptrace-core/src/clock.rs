@@ -83,47 +83,41 @@ fn split_us(unix_ns: i128) -> (i64, u32) {
 
 /// `YYYY-MM-DDTHH:MM:SS` of a Unix second.
 fn date_time(secs: i64) -> [u8; 19] {
-    let mut out = Vec::with_capacity(19);
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400) as u32;
-    let (h, mi, s) = (sod / 3600, sod / 60 % 60, sod % 60);
-    push_num(&mut out, y.clamp(0, 9999) as u32, 4);
-    out.push(b'-');
-    push_num(&mut out, mo, 2);
-    out.push(b'-');
-    push_num(&mut out, d, 2);
-    out.push(b'T');
-    push_num(&mut out, h, 2);
-    out.push(b':');
-    push_num(&mut out, mi, 2);
-    out.push(b':');
-    push_num(&mut out, s, 2);
-    let mut a = [0u8; 19];
-    a.copy_from_slice(&out);
-    a
+    let mut out = *b"0000-00-00T00:00:00";
+    for (at, v, width) in [
+        (0, y.clamp(0, 9999) as u32, 4),
+        (5, mo, 2),
+        (8, d, 2),
+        (11, sod / 3600, 2),
+        (14, sod / 60 % 60, 2),
+        (17, sod % 60, 2),
+    ] {
+        put_digits(&mut out[at..at + width], v);
+    }
+    out
 }
 
-/// Appends `unix_ns` as RFC 3339 UTC with microseconds, e.g. `2026-11-24T10:03:07.123456Z`.
-pub fn write_rfc3339_us(out: &mut Vec<u8>, unix_ns: i128) {
-    let (secs, micros) = split_us(unix_ns);
-    finish_rfc3339(out, &date_time(secs), micros);
+/// Writes `v` into `slot` as zero-padded decimal digits (the low ones if it is too long).
+fn put_digits(slot: &mut [u8], v: u32) {
+    let mut n = v;
+    for b in slot.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
-fn finish_rfc3339(out: &mut Vec<u8>, date_time: &[u8; 19], micros: u32) {
-    out.extend_from_slice(date_time);
-    out.push(b'.');
-    push_num(out, micros, 6);
-    out.push(b'Z');
-}
-
-/// [`write_rfc3339_us`] that remembers the last second's date and time: records come in time
-/// order, so most of them share it and only their microseconds are formatted.
+/// Formats record times as RFC 3339 UTC with microseconds (`2026-11-24T10:03:07.123456Z`),
+/// remembering the last second's date and time: records come in time order, so most of them
+/// share it and only their microseconds are formatted.
 #[derive(Debug, Default)]
 pub struct Rfc3339Writer {
     last: Cell<Option<(i64, [u8; 19])>>,
 }
 
 impl Rfc3339Writer {
+    /// Appends `unix_ns`.
     pub fn write(&self, out: &mut Vec<u8>, unix_ns: i128) {
         let (secs, micros) = split_us(unix_ns);
         let prefix = match self.last.get() {
@@ -134,19 +128,11 @@ impl Rfc3339Writer {
                 p
             }
         };
-        finish_rfc3339(out, &prefix, micros);
+        let mut text = *b"0000-00-00T00:00:00.000000Z";
+        text[..19].copy_from_slice(&prefix);
+        put_digits(&mut text[20..26], micros);
+        out.extend_from_slice(&text);
     }
-}
-
-/// Appends `v` zero-padded to `width` digits (at most 10).
-fn push_num(out: &mut Vec<u8>, v: u32, width: usize) {
-    let mut buf = [b'0'; 10];
-    let mut n = v;
-    for slot in buf[..width].iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    out.extend_from_slice(&buf[..width]);
 }
 
 #[cfg(test)]
@@ -154,7 +140,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cached_writer_matches_the_function() {
+    fn cached_second_matches_a_fresh_writer() {
         let w = Rfc3339Writer::default();
         for ns in [
             1_764_000_000_123_456_000i128,
@@ -162,28 +148,26 @@ mod tests {
             1_764_000_001_000_001_000,
             951_782_400_000_001_000,
         ] {
-            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let mut a = Vec::new();
             w.write(&mut a, ns);
-            write_rfc3339_us(&mut b, ns);
-            assert_eq!(a, b);
+            assert_eq!(String::from_utf8(a).unwrap(), fmt(ns));
         }
     }
 
     #[test]
     fn rfc3339_round_trips() {
         for ns in [0i128, 1_764_000_000_123_456_000, 951_782_400_000_001_000] {
-            let mut out = Vec::new();
-            write_rfc3339_us(&mut out, ns);
-            let text = String::from_utf8(out).unwrap();
+            let text = fmt(ns);
             assert_eq!(parse_rfc3339(&text), Some(ns), "{text}");
         }
         assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
         assert_eq!(parse_rfc3339("garbage"), None);
     }
 
+    /// Through a fresh writer: no cached second.
     fn fmt(ns: i128) -> String {
         let mut v = Vec::new();
-        write_rfc3339_us(&mut v, ns);
+        Rfc3339Writer::default().write(&mut v, ns);
         String::from_utf8(v).unwrap()
     }
 

@@ -139,7 +139,6 @@ impl Field {
         }
     }
 
-    /// Whether the kernel value is signed.
     /// Whether the handshake's end carries it (the negotiated options).
     fn at_established(self) -> bool {
         matches!(
@@ -153,6 +152,7 @@ impl Field {
         )
     }
 
+    /// Whether the kernel value is signed.
     fn signed(self) -> bool {
         matches!(self, Self::Linger2Jiffies)
     }

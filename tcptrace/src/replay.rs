@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 use tcptrace_core::{
     clock::WallClock,
     decode::decode,
+    event::Event,
     raw_stream::{MAGIC, Tag, read_frame},
     replay::{Line, Parsed, parse_context, parse_line},
     snapshot::SnapLayout,
@@ -38,16 +39,18 @@ impl Replayer<'_, '_> {
         self.line(parsed.line)
     }
 
+    fn event(&mut self, ev: &Event) -> io::Result<()> {
+        if ev.ts_ns > self.last_ts {
+            self.pipeline.advance(ev.ts_ns)?;
+            self.last_ts = ev.ts_ns;
+        }
+        self.pipeline.feed(ev)
+    }
+
     fn line(&mut self, line: Line) -> io::Result<()> {
         let p = &mut *self.pipeline;
         match line {
-            Line::Event(ev) => {
-                if ev.ts_ns > self.last_ts {
-                    p.advance(ev.ts_ns)?;
-                    self.last_ts = ev.ts_ns;
-                }
-                p.feed(&ev)
-            }
+            Line::Event(ev) => self.event(&ev),
             Line::Lost { ts_ns, count } => {
                 p.stats.lost += count;
                 p.lost(ts_ns, count)
@@ -121,44 +124,48 @@ fn raw(reader: &mut dyn BufRead, name: &str, r: &mut Replayer) -> anyhow::Result
     let mut payload = Vec::new();
     let mut n = 0u64;
     loop {
+        n += 1;
         let tag = match read_frame(reader, &mut payload) {
             Ok(Some(t)) => t,
             Ok(None) => return Ok(()),
-            Err(e) => bail!("{name}: frame {}: {e}", n + 1),
+            Err(e) => bail!("{name}: frame {n}: {e}"),
         };
-        n += 1;
+        r.frame(tag, &payload, &mut layout)
+            .with_context(|| format!("{name}: frame {n}"))?;
+    }
+}
+
+impl Replayer<'_, '_> {
+    /// One frame of a binary recording; kernel records need the context frame's layout.
+    fn frame(
+        &mut self,
+        tag: Tag,
+        payload: &[u8],
+        layout: &mut Option<SnapLayout>,
+    ) -> anyhow::Result<()> {
         match tag {
             Tag::Record => {
-                let Some(snap) = &layout else {
-                    bail!("{name}: frame {n}: a kernel record before the recording's context");
+                let Some(snap) = layout.as_ref() else {
+                    bail!("a kernel record before the recording's context");
                 };
-                match decode(&payload, snap) {
-                    Ok(ev) => r.line(Line::Event(ev))?,
-                    Err(e) => bail!("{name}: frame {n}: {e}"),
-                }
+                self.event(&decode(payload, snap)?)?;
             }
             Tag::Json => {
-                let text = std::str::from_utf8(&payload)
-                    .with_context(|| format!("{name}: frame {n}: not UTF-8"))?;
-                match parse_line(text, !r.have_clock) {
-                    Ok(p) => r.parsed(p)?,
-                    Err(e) => bail!("{name}: frame {n}: {e}"),
-                }
+                let parsed = parse_line(std::str::from_utf8(payload)?, !self.have_clock)?;
+                self.parsed(parsed)?;
             }
             Tag::Context => {
-                let text = std::str::from_utf8(&payload)
-                    .with_context(|| format!("{name}: frame {n}: not UTF-8"))?;
-                let ctx =
-                    parse_context(text).map_err(|e| anyhow::anyhow!("{name}: frame {n}: {e}"))?;
-                r.pipeline.set_clock(WallClock {
+                let ctx = parse_context(std::str::from_utf8(payload)?)?;
+                self.pipeline.set_clock(WallClock {
                     offset_ns: i128::from(ctx.clock_offset_ns),
                 });
-                r.have_clock = true;
+                self.have_clock = true;
                 for (code, reason) in &ctx.reset_reasons {
-                    r.pipeline.learn_reason(*code, reason);
+                    self.pipeline.learn_reason(*code, reason);
                 }
-                layout = Some(ctx.snap);
+                *layout = Some(ctx.snap);
             }
         }
+        Ok(())
     }
 }

@@ -319,19 +319,19 @@ impl ConnTable {
         ages.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
         for (_, key) in &ages[..n] {
             if let Some(c) = self.live.remove(key) {
-                self.emit_evicted(c, out);
+                self.emit_evicted(*c, out);
             }
         }
     }
 
     /// An evicted connection goes out as it is, noted and counted.
-    fn emit_evicted(&mut self, mut c: Box<Conn>, out: &mut Vec<Conn>) {
+    fn emit_evicted(&mut self, mut c: Conn, out: &mut Vec<Conn>) {
         c.notes |= note::EVICTED;
         c.end = Some(End::Open);
         c.end_ns = Some(c.last_ns);
         self.stats.evicted += 1;
         self.stats.finished += 1;
-        out.push(*c);
+        out.push(c);
     }
 
     /// A socket address reused before the old lifecycle's CLOSE was seen.
@@ -452,7 +452,7 @@ impl ConnTable {
             Some(key) => {
                 if let Some(c) = self.half_open.remove(&key) {
                     self.half_open_by_tuple.remove(&TupleKey::of_conn(&c));
-                    self.emit_evicted(Box::new(c), out);
+                    self.emit_evicted(c, out);
                 }
             }
             None => self.evict(out),

@@ -63,12 +63,11 @@ fn in_state(s: Option<tcptrace_core::tcp::TcpState>) -> String {
 pub fn describe(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u64>) {
     let _ = match ev.kind {
         EventKind::State { old, new, .. } => match prev_ns {
-            Some(ns) => write!(buf, "{old} -> {new} (").map(|()| {
+            Some(ns) => {
+                let _ = write!(buf, "{old} -> {new} (");
                 super::json::push_ms(buf, ns);
-                buf.extend_from_slice(b" ms in ");
-                buf.extend_from_slice(old.name().as_bytes());
-                buf.push(b')');
-            }),
+                write!(buf, " ms in {old})")
+            }
             None => write!(buf, "{old} -> {new}"),
         },
         EventKind::Retransmit { state, kind, .. } => {

@@ -24,13 +24,7 @@ pub struct Options {
 }
 
 fn setups(tcptrace: &std::path::Path) -> Vec<Setup> {
-    let t = |name, args: &[&str], sink| Setup {
-        name,
-        program: tcptrace.to_path_buf(),
-        args: args.iter().map(|s| s.to_string()).collect(),
-        sink,
-        kind: Kind::Tcptrace,
-    };
+    let t = |name, args: &[&str], sink| Setup::tcptrace(name, tcptrace, args, sink);
     vec![
         t("lifecycle-text-null", &[], Sink::DevNull),
         t("lifecycle-json-null", &["--format", "json"], Sink::DevNull),

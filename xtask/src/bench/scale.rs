@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 
 use super::{
     Options,
-    tracer::{self, Kind, Running, Setup, Sink},
+    tracer::{self, Running, Setup, Sink},
 };
 use crate::{churn, exec};
 
@@ -69,14 +69,12 @@ fn wait_idle(pid: u32) {
     }
 }
 
-/// Lines of `path` whose `"type"` is one of `types`.
-fn count_types(path: &Path, types: &[&str]) -> anyhow::Result<u64> {
+/// Connection records (`{"type":"conn"` lines) in `path`.
+fn count_conn_records(path: &Path) -> anyhow::Result<u64> {
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let tags: Vec<String> = types.iter().map(|t| format!("\"type\":\"{t}\"")).collect();
     let mut n = 0;
     for line in BufReader::with_capacity(1 << 20, f).lines() {
-        let line = line?;
-        if tags.iter().any(|t| line.starts_with(&format!("{{{t}"))) {
+        if line?.starts_with("{\"type\":\"conn\"") {
             n += 1;
         }
     }
@@ -86,13 +84,7 @@ fn count_types(path: &Path, types: &[&str]) -> anyhow::Result<u64> {
 /// Resident memory per tracked connection with `conns` loopback connections held open.
 pub fn memory_per_conn(tcptrace: &Path, dir: &Path, conns: usize) -> anyhow::Result<String> {
     eprintln!("==> memory: holding {conns} connections open under tcptrace");
-    let setup = Setup {
-        name: "hold",
-        program: tcptrace.to_path_buf(),
-        args: ["--format", "json"].map(String::from).to_vec(),
-        sink: Sink::File,
-        kind: Kind::Tcptrace,
-    };
+    let setup = Setup::tcptrace("hold", tcptrace, &["--format", "json"], Sink::File);
     let t = Running::start(&setup, dir)?;
     let out = t.out.clone();
     let before = tracer::rss(t.pid())?;
@@ -102,7 +94,7 @@ pub fn memory_per_conn(tcptrace: &Path, dir: &Path, conns: usize) -> anyhow::Res
     let cost = t.stop()?;
     held.release();
     // Every connection still open is printed when tracing stops.
-    let tracked = count_types(&out, &["conn"])?;
+    let tracked = count_conn_records(&out)?;
     if tracked == 0 {
         bail!("tcptrace printed no connections for the held ones");
     }
@@ -177,13 +169,7 @@ pub fn replay_throughput(tcptrace: &Path, dir: &Path, opts: &Options) -> anyhow:
         // The churn rounds leave both recordings behind; otherwise make fresh ones.
         if opts.skip_churn || !recorded.exists() {
             eprintln!("==> recording a churn stream ({name}) for replay");
-            let setup = Setup {
-                name,
-                program: tcptrace.to_path_buf(),
-                args: args.map(String::from).to_vec(),
-                sink: Sink::File,
-                kind: Kind::Tcptrace,
-            };
+            let setup = Setup::tcptrace(name, tcptrace, &args, Sink::File);
             let mut t = Running::start(&setup, dir)?;
             t.mark()?;
             churn::churn(opts.threads, opts.duration)?;

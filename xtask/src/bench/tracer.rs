@@ -36,6 +36,19 @@ pub enum Kind {
     Tcpstates,
 }
 
+impl Setup {
+    /// tcptrace (the binary at `program`) with `args`.
+    pub fn tcptrace(name: &'static str, program: &Path, args: &[&str], sink: Sink) -> Self {
+        Self {
+            name,
+            program: program.to_path_buf(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            sink,
+            kind: Kind::Tcptrace,
+        }
+    }
+}
+
 /// CPU seconds (user + system) of a process from `/proc/PID/stat`.
 pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -53,23 +66,24 @@ pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks as f64 / hz)
 }
 
+/// The fdinfo texts of a process's eBPF program descriptors.
+fn prog_fdinfos(pid: u32) -> Vec<String> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .filter(|t| t.contains("prog_type:"))
+        .collect()
+}
+
 /// eBPF program statistics of one process: (runs, run time in ns), summed over its programs.
 pub fn bpf_stats(pid: u32) -> (u64, u64) {
     let mut runs = 0;
     let mut ns = 0;
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return (0, 0);
-    };
-    for entry in dir.flatten() {
-        let Ok(text) = fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        if !text.contains("prog_type:") {
-            continue;
-        }
+    for text in prog_fdinfos(pid) {
         for line in text.lines() {
-            let mut kv = line.split(':');
-            let (Some(k), Some(v)) = (kv.next(), kv.next()) else {
+            let Some((k, v)) = line.split_once(':') else {
                 continue;
             };
             let v: u64 = v.trim().parse().unwrap_or(0);
@@ -153,7 +167,7 @@ impl Running {
                 }
                 // tcpstates attaches, then prints its column header; once its programs are
                 // loaded they show in fdinfo.
-                Kind::Tcpstates => bpf_prog_count(self.pid()) > 0,
+                Kind::Tcpstates => !prog_fdinfos(self.pid()).is_empty(),
             };
             if ready {
                 // Let start-up work (BTF parsing, seeding from sock_diag) finish.
@@ -228,14 +242,6 @@ impl Drop for Running {
             let _ = c.wait();
         }
     }
-}
-
-fn bpf_prog_count(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fdinfo")).map_or(0, |d| {
-        d.flatten()
-            .filter(|e| fs::read_to_string(e.path()).is_ok_and(|t| t.contains("prog_type:")))
-            .count()
-    })
 }
 
 /// The `N lost` of tcptrace's exit summary.
