@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::*;
 use crate::{
     lifecycle::{ConnTable, TableConfig},
-    replay::{Line, parse_line},
     sysctl::{self as sc, Sysctls},
+    wire::{Cold, Line, parse_line},
 };
 
 const NETNS_SCENARIOS: &str = include_str!("../../tests/fixtures/netns_scenarios.jsonl");
@@ -20,13 +20,13 @@ fn replay(text: &str) -> (Vec<Conn>, HashMap<u32, Sysctls>) {
     let mut last = 0;
     for l in text.lines() {
         match parse_line(l, false).expect("fixture line").line {
-            Line::Event(e) => {
+            Line::Event { event: e, .. } => {
                 t.advance(e.ts_ns, &mut out);
                 t.process(&e, &mut out);
                 last = e.ts_ns;
             }
-            Line::Sysctl { netns, sysctls } => {
-                sys.insert(netns, sysctls);
+            Line::Cold(Cold::Sysctl(s)) => {
+                sys.insert(s.netns, s.sysctls());
             }
             _ => {}
         }

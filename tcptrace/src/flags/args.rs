@@ -39,6 +39,15 @@ pub enum DiagnoseArg {
     Off,
 }
 
+/// Levels of the daemon's own messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevelArg {
+    Error,
+    Warning,
+    Info,
+    Debug,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -161,6 +170,23 @@ pub struct Args {
         global = true
     )]
     pub diagnose: DiagnoseArg,
+
+    /// Append the output to FILE instead of standard output; SIGHUP reopens it (log
+    /// rotation). A full disk or a write error does not stop tracing: what could not be
+    /// written is counted and reported.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// The daemon's own messages on stderr from this level up (JSON lines when the output is
+    /// JSON).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "LEVEL",
+        default_value = "info",
+        global = true
+    )]
+    pub log_level: LogLevelArg,
 
     /// Do not print the column header (text format).
     #[arg(long, global = true)]

@@ -6,7 +6,7 @@ use tcptrace_common::{AF_INET, AF_INET6, Filter, MAX_PORTS};
 
 use tcptrace_core::{diagnose::Severity, lifecycle::TableConfig, tcp::TcpState};
 
-use super::args::{Args, Command, DiagnoseArg, FormatArg, TracepointsArg};
+use super::args::{Args, Command, DiagnoseArg, FormatArg, LogLevelArg, TracepointsArg};
 use crate::pipeline::{ConnFilter, Mode};
 
 /// Output format.
@@ -50,6 +50,10 @@ pub struct Config {
     pub action: Action,
     /// `-p PID` as given (for `sysctl`: whose namespace).
     pub pid: Option<u32>,
+    /// `--output FILE`: append there instead of standard output.
+    pub output: Option<PathBuf>,
+    /// The daemon's own messages from this level up.
+    pub log_level: log::LevelFilter,
 }
 
 /// What the invocation asks for.
@@ -114,7 +118,7 @@ impl Config {
                     "--format raw records the live event stream: use it with --events (replay prints text or json)"
                 );
             }
-            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            if args.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                 bail!(
                     "--format raw writes binary data: redirect standard output to a file or pipe"
                 );
@@ -173,6 +177,13 @@ impl Config {
                 Some(Command::Lab { scenario }) => Action::Lab(scenario),
             },
             pid: args.pid,
+            output: args.output,
+            log_level: match args.log_level {
+                LogLevelArg::Error => log::LevelFilter::Error,
+                LogLevelArg::Warning => log::LevelFilter::Warn,
+                LogLevelArg::Info => log::LevelFilter::Info,
+                LogLevelArg::Debug => log::LevelFilter::Debug,
+            },
         })
     }
 }

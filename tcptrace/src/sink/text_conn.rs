@@ -7,7 +7,8 @@ use tcptrace_core::{
     tcp::{TcpState, errno_name},
 };
 
-use super::RenderCtx;
+use super::escape::{escaped, push_escaped};
+use tcptrace_core::context::Context;
 
 /// A duration for people: `0.05ms`, `12.3ms`, `3.2s`, `2m03s`, `1h02m`.
 pub fn human_ns(ns: u64) -> String {
@@ -53,10 +54,10 @@ fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
 }
 
 /// Renders the line (without the trailing newline). `time` is the time-of-day prefix.
-pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: &[u8]) {
+pub fn render(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, colour: bool, time: &[u8]) {
     buf.extend_from_slice(time);
     let who = match c.owner {
-        Some(o) => format!("{}({})", o.comm.to_string_lossy(), o.pid),
+        Some(o) => format!("{}({})", escaped(o.comm.bytes()), o.pid),
         None => "?".to_string(),
     };
     let (l, r) = (endpoint(c.laddr, c.lport), endpoint(c.raddr, c.rport));
@@ -134,7 +135,7 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: 
     {
         facts.push(format!(
             "closed by {}({})",
-            cl.comm.to_string_lossy(),
+            escaped(cl.comm.bytes()),
             cl.pid
         ));
     }
@@ -158,7 +159,8 @@ pub fn diagnosis_line(buf: &mut Vec<u8>, d: &Diagnosis, colour: bool, indent: &s
     if colour {
         buf.extend_from_slice(paint.as_bytes());
     }
-    let _ = write!(buf, "{mark} [{}] {}", d.rule, d.message);
+    let _ = write!(buf, "{mark} [{}] ", d.rule);
+    push_escaped(buf, d.message.as_bytes());
     if d.assumed_defaults {
         buf.extend_from_slice(b" (sysctls unreadable: kernel defaults assumed)");
     }
