@@ -23,7 +23,7 @@ use crate::{
     augment::Augmenter,
     flags::{Args, Config},
     pipeline::Pipeline,
-    sink::{Backpressure, Sink},
+    sink::Backpressure,
 };
 
 fn clock_ns(id: libc::clockid_t) -> i128 {
@@ -101,7 +101,7 @@ fn release_startup_memory() {
 /// Loads the tracer and runs the live loop into `sink` until a signal, `--duration`, or `stop`.
 pub fn trace(
     cfg: &Config,
-    sink: &mut dyn Sink,
+    sink: &mut sink::Fanout,
     stop: Option<tokio::sync::oneshot::Receiver<()>>,
     attached: Option<std::sync::mpsc::Sender<()>>,
 ) -> anyhow::Result<stats::Stats> {

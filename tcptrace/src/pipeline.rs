@@ -23,7 +23,7 @@ use tcptrace_core::{
 };
 
 use crate::{
-    sink::{Fact, Interest, Sink},
+    sink::{Fact, Fanout, Interest, Sink},
     stats::Stats,
 };
 
@@ -82,9 +82,9 @@ struct Judge {
     findings: Vec<NetnsFinding>,
 }
 
-pub struct Pipeline<'s> {
+pub struct Pipeline<'s, 'f> {
     ctx: Context,
-    sink: &'s mut dyn Sink,
+    sink: &'s mut Fanout<'f>,
     interest: Interest,
     table: ConnTable,
     clock: StateClock,
@@ -94,13 +94,13 @@ pub struct Pipeline<'s> {
     judge: Judge,
 }
 
-impl<'s> Pipeline<'s> {
+impl<'s, 'f> Pipeline<'s, 'f> {
     /// `min_severity` None: no diagnoses.
     pub fn new(
         table: TableConfig,
         filter: ConnFilter,
         min_severity: Option<Severity>,
-        sink: &'s mut dyn Sink,
+        sink: &'s mut Fanout<'f>,
     ) -> Self {
         let interest = sink.interest();
         Self {

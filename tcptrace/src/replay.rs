@@ -28,14 +28,14 @@ use crate::{pipeline::Pipeline, stats::Stats};
 const MAX_LOST_PER_LINE: u64 = u32::MAX as u64;
 
 /// Where the stream is, for applying its lines in order.
-struct Replayer<'p, 's> {
-    pipeline: &'p mut Pipeline<'s>,
+struct Replayer<'p, 's, 'f> {
+    pipeline: &'p mut Pipeline<'s, 'f>,
     have_clock: bool,
     started: bool,
     last_ts: u64,
 }
 
-impl Replayer<'_, '_> {
+impl Replayer<'_, '_, '_> {
     fn parsed(&mut self, parsed: Parsed) -> anyhow::Result<()> {
         if let Some(off) = parsed.clock_offset_ns {
             self.pipeline.set_clock(WallClock { offset_ns: off });
@@ -78,7 +78,6 @@ impl Replayer<'_, '_> {
     }
 
     fn cold(&mut self, cold: Cold) -> anyhow::Result<()> {
-        let p = &mut *self.pipeline;
         match cold {
             Cold::Stream(h) => self.start(h.ts_ns)?,
             Cold::Lost(l) => {
@@ -89,12 +88,12 @@ impl Replayer<'_, '_> {
                 self.pipeline.lost(l.ts_ns, l.count, l.cause)?;
             }
             Cold::Sysctl(s) => {
-                let last = self.last_ts;
-                p.set_sysctls(last, s.netns, s.sysctls())?;
+                self.start(s.ts_ns)?;
+                self.pipeline.set_sysctls(s.ts_ns, s.netns, s.sysctls())?;
             }
             Cold::Interfaces(i) => {
-                let last = self.last_ts;
-                p.set_interfaces(last, i.netns, &i.mtus())?;
+                self.start(i.ts_ns)?;
+                self.pipeline.set_interfaces(i.ts_ns, i.netns, &i.mtus())?;
             }
             Cold::NetnsSample(s) => {
                 self.to(s.ts_ns)?;
@@ -214,7 +213,7 @@ fn raw_frames(reader: &mut dyn BufRead, r: &mut Replayer) -> anyhow::Result<()> 
     }
 }
 
-impl Replayer<'_, '_> {
+impl Replayer<'_, '_, '_> {
     /// One frame of a binary recording; kernel records need the context frame's layout.
     fn frame(
         &mut self,

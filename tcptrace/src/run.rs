@@ -19,15 +19,15 @@ use crate::{
 use tcptrace_core::{decode::decode, event::Event, snapshot::SnapLayout, wire::LostCause};
 
 /// The per-batch state of the reader.
-struct Reader<'p, 's> {
-    pipeline: &'p mut Pipeline<'s>,
+struct Reader<'p, 's, 'f> {
+    pipeline: &'p mut Pipeline<'s, 'f>,
     augment: &'p mut Augmenter,
     namespaces: &'p mut Namespaces,
     snap: SnapLayout,
     facts: Vec<Event>,
 }
 
-impl Reader<'_, '_> {
+impl Reader<'_, '_, '_> {
     fn handle(&mut self, raw: &[u8]) -> io::Result<()> {
         self.pipeline.record(raw, &self.snap)?;
         match decode(raw, &self.snap) {
@@ -105,7 +105,7 @@ pub struct Control {
 /// Runs until a signal, the duration, or a write error (e.g. a closed pipe).
 pub async fn run(
     mut tracer: Tracer,
-    pipeline: &mut Pipeline<'_>,
+    pipeline: &mut Pipeline<'_, '_>,
     augment: &mut Augmenter,
     namespaces: &mut Namespaces,
     control: Control,

@@ -254,3 +254,44 @@ fn recorded_data_timeout() {
     assert!(d.expected.contains(&("budget_ms", 3000u64.into())));
     assert_eq!(d.agrees, Some(true), "{}", d.message);
 }
+
+#[test]
+fn every_finding_comes_from_its_registered_rule_at_its_severity() {
+    let mut seen = std::collections::BTreeSet::new();
+    for text in [
+        NETNS_SCENARIOS,
+        LAB_FIN_WAIT2,
+        LAB_KEEPALIVE_OVERRIDE,
+        LAB_DATA_TIMEOUT,
+    ] {
+        let (conns, sys) = replay(text);
+        for c in &conns {
+            let s = sys
+                .get(&c.netns.unwrap_or(0))
+                .cloned()
+                .unwrap_or_else(|| Sysctls::defaults(None));
+            for d in diagnosed(c, &s, None) {
+                let r = rules::RULES
+                    .iter()
+                    .find(|r| r.id == d.rule)
+                    .unwrap_or_else(|| panic!("{} is not in the registry", d.rule));
+                assert_eq!(r.severity, d.severity, "{}", d.rule);
+                seen.insert(d.rule);
+            }
+        }
+    }
+    // The recordings exercise most rules; each of these fired at least once.
+    for id in [
+        "connect_timeout",
+        "refused",
+        "reset",
+        "handshake",
+        "time_wait",
+    ] {
+        assert!(seen.contains(id), "{id} never fired: {seen:?}");
+    }
+    let mut ids: Vec<&str> = rules::RULES.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), rules::RULES.len(), "rule ids are unique");
+}

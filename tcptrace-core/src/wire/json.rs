@@ -36,6 +36,7 @@ pub fn push_str(buf: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// `,"k":`
+#[inline]
 pub fn key(buf: &mut Vec<u8>, k: &str) {
     buf.extend_from_slice(b",\"");
     buf.extend_from_slice(k.as_bytes());
@@ -43,17 +44,20 @@ pub fn key(buf: &mut Vec<u8>, k: &str) {
 }
 
 /// An integer value.
+#[inline]
 pub fn push_int(buf: &mut Vec<u8>, v: impl itoa::Integer) {
     buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// `,"k":123`
+#[inline]
 pub fn num(buf: &mut Vec<u8>, k: &str, v: impl itoa::Integer) {
     key(buf, k);
     push_int(buf, v);
 }
 
 /// `,"k":123` or `,"k":null`
+#[inline]
 pub fn opt_num(buf: &mut Vec<u8>, k: &str, v: Option<impl itoa::Integer>) {
     match v {
         Some(v) => num(buf, k, v),
@@ -62,6 +66,7 @@ pub fn opt_num(buf: &mut Vec<u8>, k: &str, v: Option<impl itoa::Integer>) {
 }
 
 /// `,"k":true|false|null`
+#[inline]
 pub fn opt_bool(buf: &mut Vec<u8>, k: &str, v: Option<bool>) {
     key(buf, k);
     buf.extend_from_slice(match v {
@@ -92,6 +97,7 @@ pub fn object<'a, V>(
 }
 
 /// `,"k":"v"` for a value known to need no escaping (state, family, kind names).
+#[inline]
 pub fn ident(buf: &mut Vec<u8>, k: &str, v: &'static str) {
     key(buf, k);
     buf.push(b'"');
@@ -138,18 +144,21 @@ pub fn push_ip(buf: &mut Vec<u8>, addr: &IpAddr) {
 }
 
 /// `,"k":"escaped text"`
+#[inline]
 pub fn text(buf: &mut Vec<u8>, k: &str, v: &str) {
     key(buf, k);
     push_str(buf, v.as_bytes());
 }
 
 /// `,"k":null`
+#[inline]
 pub fn null(buf: &mut Vec<u8>, k: &str) {
     key(buf, k);
     buf.extend_from_slice(b"null");
 }
 
 /// `,"k":"STATE"` or `,"k":null`
+#[inline]
 pub fn opt_state(buf: &mut Vec<u8>, k: &str, s: Option<TcpState>) {
     match s {
         Some(s) => text(buf, k, s.name()),
@@ -158,6 +167,7 @@ pub fn opt_state(buf: &mut Vec<u8>, k: &str, s: Option<TcpState>) {
 }
 
 /// `,"k":1.234` (milliseconds with microsecond precision) or `,"k":null`.
+#[inline]
 pub fn opt_ms(buf: &mut Vec<u8>, k: &str, ns: Option<u64>) {
     match ns {
         Some(ns) => {
@@ -183,6 +193,7 @@ pub fn push_ms(buf: &mut Vec<u8>, ns: u64) {
 }
 
 /// `"2026-…Z"`: the RFC 3339 time of a monotonic stamp.
+#[inline]
 pub fn push_time(buf: &mut Vec<u8>, ctx: &Context, ts_ns: u64) {
     buf.push(b'"');
     ctx.write_time(buf, ts_ns);
@@ -190,6 +201,7 @@ pub fn push_time(buf: &mut Vec<u8>, ctx: &Context, ts_ns: u64) {
 }
 
 /// The opening of every record: `{"type":"…","ts_ns":…,"time":"…"`.
+#[inline]
 pub fn head(buf: &mut Vec<u8>, ctx: &Context, ty: &str, ts_ns: u64) {
     buf.extend_from_slice(b"{\"type\":\"");
     buf.extend_from_slice(ty.as_bytes());

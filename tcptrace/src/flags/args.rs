@@ -158,8 +158,10 @@ pub struct Args {
     pub tracepoints: TracepointsArg,
 
     /// Kernel BTF to read struct offsets from ("none" to run without BTF).
-    #[arg(long, value_name = "PATH", default_value = "/sys/kernel/btf/vmlinux")]
-    pub btf: PathBuf,
+    /// [default: /sys/kernel/btf/vmlinux, falling back to classic tracepoints without it;
+    /// a PATH given here must be readable BTF]
+    #[arg(long, value_name = "PATH")]
+    pub btf: Option<PathBuf>,
 
     /// Which diagnoses to attach to records: info, warning (default), error or off.
     #[arg(

@@ -9,6 +9,9 @@ use tcptrace_core::{diagnose::Severity, lifecycle::TableConfig, tcp::TcpState};
 use super::args::{Args, Command, DiagnoseArg, FormatArg, LogLevelArg, TracepointsArg};
 use crate::pipeline::{ConnFilter, Mode};
 
+/// Where the running kernel's BTF is.
+pub const DEFAULT_BTF: &str = "/sys/kernel/btf/vmlinux";
+
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -38,6 +41,8 @@ pub struct Config {
     pub tracepoints: TracepointMode,
     /// `None`: run without BTF.
     pub btf: Option<PathBuf>,
+    /// The BTF path was given (`--btf PATH`): it must be usable, no fallback.
+    pub btf_explicit: bool,
     pub header: bool,
     pub mode: Mode,
     pub conn_filter: ConnFilter,
@@ -124,7 +129,12 @@ impl Config {
                 );
             }
         }
-        let btf = (args.btf.as_os_str() != "none").then_some(args.btf);
+        let btf_explicit = args.btf.is_some();
+        let btf = match args.btf {
+            Some(p) if p.as_os_str() == "none" => None,
+            Some(p) => Some(p),
+            None => Some(PathBuf::from(DEFAULT_BTF)),
+        };
         let tracepoints = match args.tracepoints {
             TracepointsArg::Auto => TracepointMode::Auto,
             TracepointsArg::Btf => TracepointMode::Btf,
@@ -153,6 +163,7 @@ impl Config {
             },
             tracepoints,
             btf,
+            btf_explicit,
             header: !args.no_header,
             mode,
             conn_filter,

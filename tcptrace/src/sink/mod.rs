@@ -184,6 +184,7 @@ impl<'a> Fanout<'a> {
 }
 
 impl Sink for Fanout<'_> {
+    #[inline]
     fn interest(&self) -> Interest {
         self.sinks
             .iter()
@@ -192,9 +193,11 @@ impl Sink for Fanout<'_> {
     fn start(&mut self, ctx: &Context, ts_ns: u64) -> io::Result<()> {
         self.each(|s| s.start(ctx, ts_ns))
     }
+    #[inline]
     fn record(&mut self, ctx: &Context, raw: &[u8], layout: &SnapLayout) -> io::Result<()> {
         self.each(|s| s.record(ctx, raw, layout))
     }
+    #[inline]
     fn event(&mut self, ctx: &Context, ev: &Event, prev_ns: Option<u64>) -> io::Result<()> {
         for (i, s) in &mut self.sinks {
             if i.events {
@@ -211,6 +214,7 @@ impl Sink for Fanout<'_> {
         }
         Ok(())
     }
+    #[inline]
     fn conn(&mut self, ctx: &Context, c: &Conn, diagnoses: &[Diagnosis]) -> io::Result<()> {
         for (i, s) in &mut self.sinks {
             if i.conns {

@@ -1,5 +1,5 @@
 //! The buffered output every sink writes through. Lines are appended to [`Out::buf`]; whole
-//! lines go, as `Bytes` chunks, into a bounded queue that a writer thread empties into the
+//! lines go, as chunks, into a bounded queue that a writer thread empties into the
 //! destination, so a reader that stalls (a full pipe, a slow disk) never blocks the event
 //! loop or its signals: live tracing drops whole chunks then and counts their lines, `replay`
 //! waits. Block-buffered to files and pipes (flushed at the end of each batch), line-buffered
@@ -11,8 +11,6 @@ use std::{
     thread::JoinHandle,
     time::{Duration, Instant},
 };
-
-use bytes::Bytes;
 
 use super::writer::{self, Destination};
 
@@ -50,15 +48,19 @@ impl OutStats {
 /// Bytes a sink accumulates before handing them to the writer.
 const FLUSH_AT: usize = 64 * 1024;
 /// Bytes the queue holds at most before chunks are dropped (or the producer waits).
-const QUEUE_BYTES: usize = 16 << 20;
+const QUEUE_BYTES: usize = 4 << 20;
 /// How long the end of a run waits for a stalled reader before giving up on what is queued.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// A run of whole lines.
 pub(super) struct Chunk {
-    pub data: Bytes,
+    pub data: Vec<u8>,
     pub lines: u64,
 }
+
+/// Written buffers kept for reuse: a fresh 128 KiB buffer per flush would be an mmap and its
+/// page faults every time.
+const SPARE_BUFFERS: usize = 4;
 
 pub(super) enum Item {
     Chunk(Chunk),
@@ -79,6 +81,18 @@ pub(super) struct State {
     /// The reader went away (EPIPE): nothing more can be written.
     pub broken: bool,
     pub stats: OutStats,
+    /// Emptied buffers to reuse.
+    pub spare: Vec<Vec<u8>>,
+}
+
+impl State {
+    /// Keeps a written buffer for reuse.
+    pub fn recycle(&mut self, mut data: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS {
+            data.clear();
+            self.spare.push(data);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -178,10 +192,11 @@ impl Out {
                 }
             }
         }
-        let data = Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(FLUSH_AT * 2),
-        ));
+        let fresh = st
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(FLUSH_AT * 2));
+        let data = std::mem::replace(&mut self.buf, fresh);
         st.bytes += len;
         st.items.push_back(Item::Chunk(Chunk { data, lines }));
         drop(st);

@@ -180,6 +180,7 @@ fn run(mut dest: Destination, queue: &Queue) {
         let result = dest.write(&chunk.data);
         let mut st = queue.lock();
         st.writing = 0;
+        st.recycle(chunk.data);
         match result {
             Ok(()) => failures.succeeded(),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
