@@ -8,6 +8,7 @@ pub mod event;
 pub mod json;
 pub mod namespace;
 pub mod raw;
+pub mod reader;
 pub mod stream;
 #[cfg(test)]
 mod tests;
