@@ -52,6 +52,8 @@ pub enum Item {
     Context(RawContext),
 }
 
+// One per reader: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Kind {
     Json,
     Raw { layout: Option<SnapLayout> },
