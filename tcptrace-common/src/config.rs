@@ -271,6 +271,8 @@ mod pod {
     unsafe impl aya::Pod for super::TpLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::record::Header {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::record::Nested {}
 }
 
 const _: () = {

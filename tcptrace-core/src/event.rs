@@ -50,6 +50,31 @@ impl Comm {
     }
 }
 
+/// Why kernel events were lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LossCause {
+    /// The ring buffer was full when a program tried to write its record.
+    RingFull,
+    /// The kernel skipped a program run because a program was already running on that CPU
+    /// (`recursion_misses`): the event happened, no record of it was written.
+    Recursion,
+}
+
+impl LossCause {
+    pub const ALL: [Self; 2] = [Self::RingFull, Self::Recursion];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RingFull => "ring_full",
+            Self::Recursion => "recursion",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
 /// Who a reset went to or came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ResetDirection {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::{
     clock::parse_rfc3339,
     diagnose::netns::{Listener, NetnsSample},
-    event::{Comm, Event, EventKind, Family, ResetDirection},
+    event::{Comm, Event, EventKind, Family, LossCause, ResetDirection},
     snapshot::{Field, SockSnapshot},
     sysctl::{Source, Sysctls},
     tcp::{SegmentKind, TcpState, errno_from_name},
@@ -30,10 +30,11 @@ pub enum ReplayError {
 #[allow(clippy::large_enum_variant)]
 pub enum Line {
     Event(Event),
-    /// The kernel dropped `count` records here.
+    /// The kernel lost `count` events here (seen when its counters were read at `ts_ns`).
     Lost {
         ts_ns: u64,
         count: u64,
+        cause: LossCause,
     },
     /// The sysctls of a namespace as read then (`sysctl` lines).
     Sysctl {
@@ -98,6 +99,8 @@ struct Raw<'a> {
     at_exit: Option<bool>,
     sock: Option<HashMap<&'a str, serde_json::Value>>,
     count: Option<u64>,
+    #[serde(borrow)]
+    cause: Option<&'a str>,
 }
 
 fn hex(s: Option<&str>, what: &'static str) -> Result<u64, ReplayError> {
@@ -310,6 +313,11 @@ pub fn parse_line(text: &str, want_clock: bool) -> Result<Parsed, ReplayError> {
             line: Line::Lost {
                 ts_ns: ts.unwrap_or(0),
                 count: raw.count.ok_or(ReplayError::Field("count"))?,
+                // Recordings from before causes were told apart only knew a full ring buffer.
+                cause: match raw.cause {
+                    None => LossCause::RingFull,
+                    Some(c) => LossCause::from_name(c).ok_or(ReplayError::Field("cause"))?,
+                },
             },
             clock_offset_ns,
             reason: None,

@@ -14,11 +14,23 @@ use crate::globals::{EVENTS, LOST, get};
 /// A header with kind, timestamp and current task filled in.
 #[inline(always)]
 pub fn header(kind: u8) -> Header {
+    header_at(kind, now_ns())
+}
+
+/// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// A header with kind, the given timestamp and the current task filled in.
+#[inline(always)]
+pub fn header_at(kind: u8, ts_ns: u64) -> Header {
     let pid_tgid = bpf_get_current_pid_tgid();
     Header {
         kind,
-        // SAFETY: bpf_ktime_get_ns has no preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns,
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),

@@ -10,7 +10,7 @@ use tcptrace_core::{
         self, Diagnosis, Inputs, Severity,
         netns::{NetnsFinding, NetnsSample, NetnsWatch},
     },
-    event::Event,
+    event::{Event, LossCause},
     lifecycle::{Conn, ConnTable, TableConfig},
     state_clock::StateClock,
     sysctl::Sysctls,
@@ -197,8 +197,14 @@ impl<'s> Pipeline<'s> {
         self.sink.ctx_mut().clock = clock;
     }
 
-    pub fn lost(&mut self, ts_ns: u64, count: u64) -> io::Result<()> {
-        self.sink.lost(ts_ns, count)
+    /// The kernel lost `count` events (noticed at `ts_ns`): counted, recorded, and every
+    /// connection open now is noted as possibly incomplete.
+    pub fn lost(&mut self, ts_ns: u64, count: u64, cause: LossCause) -> io::Result<()> {
+        self.stats.add_lost(cause, count);
+        if self.mode == Mode::Lifecycle {
+            self.table.lost();
+        }
+        self.sink.lost(ts_ns, count, cause)
     }
 
     pub fn flush(&mut self) -> io::Result<()> {

@@ -51,10 +51,11 @@ impl Replayer<'_, '_> {
         let p = &mut *self.pipeline;
         match line {
             Line::Event(ev) => self.event(&ev),
-            Line::Lost { ts_ns, count } => {
-                p.stats.lost += count;
-                p.lost(ts_ns, count)
-            }
+            Line::Lost {
+                ts_ns,
+                count,
+                cause,
+            } => p.lost(ts_ns, count, cause),
             Line::Sysctl { netns, sysctls } => p.set_sysctls(self.last_ts, netns, sysctls),
             Line::NetnsSample(sample) => {
                 if sample.ts_ns > self.last_ts {

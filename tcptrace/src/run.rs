@@ -4,7 +4,7 @@
 //! connections still open and returns the counters.
 use std::{io, time::Duration};
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -12,10 +12,18 @@ use tokio::{
 };
 
 use crate::{
-    augment::Augmenter, loader::Tracer, monotonic_ns, namespaces::Namespaces, pipeline::Pipeline,
+    augment::Augmenter,
+    loader::{LossCounters, Losses, Tracer},
+    monotonic_ns,
+    namespaces::Namespaces,
+    pipeline::Pipeline,
     stats::Stats,
 };
-use tcptrace_core::{decode::decode, event::Event, snapshot::SnapLayout};
+use tcptrace_core::{
+    decode::decode,
+    event::{Event, LossCause},
+    snapshot::SnapLayout,
+};
 
 /// The per-batch state of the reader.
 struct Reader<'p, 's> {
@@ -24,6 +32,8 @@ struct Reader<'p, 's> {
     namespaces: &'p mut Namespaces,
     snap: SnapLayout,
     facts: Vec<Event>,
+    counters: &'p mut LossCounters,
+    loss: LossReport,
 }
 
 impl Reader<'_, '_> {
@@ -62,31 +72,64 @@ impl Reader<'_, '_> {
         self.pipeline.flush()
     }
 
+    /// Reads what the ring holds, then the loss counters: a loss is recorded after the events
+    /// that came before it, and noted on the connections open then, before any goes out.
     fn drain(&mut self, ring: &mut RingBuf<MapData>, tick: bool) -> io::Result<()> {
         while let Some(item) = ring.next() {
             self.handle(&item)?;
+        }
+        self.loss.check(self.counters, self.pipeline)?;
+        if tick {
+            self.loss.tell();
         }
         self.settle(tick)
     }
 }
 
-fn lost_total(lost: &PerCpuArray<MapData, u64>) -> u64 {
-    lost.get(&0, 0)
-        .map(|per_cpu| per_cpu.iter().copied().sum())
-        .unwrap_or(0)
+/// What the kernel lost, as reported so far.
+struct LossReport {
+    reported: Losses,
+    /// Counts not yet told on stderr (told at most once a second).
+    untold: [u64; 2],
 }
 
-/// Reports records lost since the last check, to stderr and to the sink.
-fn report_lost(lost: &PerCpuArray<MapData, u64>, pipeline: &mut Pipeline) -> io::Result<()> {
-    let total = lost_total(lost);
-    if total > pipeline.stats.lost {
-        let delta = total - pipeline.stats.lost;
-        pipeline.stats.lost = total;
-        eprintln!("tcptrace: lost {delta} events (ring buffer full; a larger --ring-buffer helps)");
-        pipeline.lost(monotonic_ns(), delta)?;
-        pipeline.flush()?;
+impl LossReport {
+    /// Reads the kernel's loss counters and reports what is new to the pipeline (which counts
+    /// it, records it and notes the connections open now); stderr hears about it on `tell`.
+    fn check(&mut self, counters: &mut LossCounters, pipeline: &mut Pipeline) -> io::Result<()> {
+        let now = counters.read();
+        pipeline.stats.nested_caught = now.caught;
+        for (i, cause) in LossCause::ALL.into_iter().enumerate() {
+            let delta = now.of(cause).saturating_sub(self.reported.of(cause));
+            if delta > 0 {
+                pipeline.lost(monotonic_ns(), delta, cause)?;
+                self.untold[i] += delta;
+            }
+        }
+        // A count that went down (a nested run caught after its skip was read) stays reported.
+        self.reported.ring_full = self.reported.ring_full.max(now.ring_full);
+        if now.recursion() > self.reported.recursion() {
+            self.reported.skipped = now.skipped;
+            self.reported.caught = now.caught;
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn tell(&mut self) {
+        for (i, cause) in LossCause::ALL.into_iter().enumerate() {
+            let n = std::mem::take(&mut self.untold[i]);
+            if n == 0 {
+                continue;
+            }
+            let why = match cause {
+                LossCause::RingFull => "ring buffer full; a larger --ring-buffer helps",
+                LossCause::Recursion => {
+                    "the kernel skipped runs of a program already running on that CPU"
+                }
+            };
+            eprintln!("tcptrace: lost {n} events ({why})");
+        }
+    }
 }
 
 /// Runs until a signal, the duration, or a write error (e.g. a closed pipe).
@@ -122,6 +165,11 @@ pub async fn run(
         namespaces,
         snap: tracer.snap,
         facts: Vec::new(),
+        counters: &mut tracer.losses,
+        loss: LossReport {
+            reported: Losses::default(),
+            untold: [0; 2],
+        },
     };
     // Connections that predate tracing (the hooks are attached, so nothing falls in between).
     reader.augment.seed(monotonic_ns(), &mut reader.facts);
@@ -152,9 +200,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
-                let r = reader.drain(ring.get_mut(), true)
-                    .and_then(|()| report_lost(&tracer.lost, reader.pipeline));
-                if let Err(e) = r {
+                if let Err(e) = reader.drain(ring.get_mut(), true) {
                     break Err(e);
                 }
             }
@@ -169,7 +215,6 @@ pub async fn run(
     result?;
     let mut ring = ring.into_inner();
     reader.drain(&mut ring, true)?;
-    report_lost(&tracer.lost, reader.pipeline)?;
     // What is still open: its numbers now, then every tracked connection goes out.
     reader.augment.at_exit(monotonic_ns(), &mut reader.facts);
     let now = monotonic_ns();

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use tcptrace_core::{
-    event::{Event, EventKind},
+    event::{Event, EventKind, LossCause},
     lifecycle::TableStats,
 };
 
@@ -17,8 +17,15 @@ pub struct Stats {
     /// Userspace facts from sock_diag (timewait, request_gone, existing).
     pub facts: u64,
     pub malformed: u64,
-    /// Records the kernel could not write (ring buffer full).
+    /// Events the kernel lost, all causes.
     pub lost: u64,
+    /// Of them, records the programs could not write because the ring buffer was full.
+    pub lost_ring_full: u64,
+    /// Of them, events in program runs the kernel skipped (a program already running on that
+    /// CPU).
+    pub lost_recursion: u64,
+    /// State changes the kernel skipped in the main program but the nested-run program caught.
+    pub nested_caught: u64,
     /// Lifecycle mode: connection records printed.
     pub conns_printed: u64,
     pub table: TableStats,
@@ -46,6 +53,15 @@ impl Stats {
         }
     }
 
+    pub fn add_lost(&mut self, cause: LossCause, count: u64) {
+        self.lost = self.lost.saturating_add(count);
+        let by_cause = match cause {
+            LossCause::RingFull => &mut self.lost_ring_full,
+            LossCause::Recursion => &mut self.lost_recursion,
+        };
+        *by_cause = by_cause.saturating_add(count);
+    }
+
     /// Kernel events (not counting userspace facts).
     pub fn total(&self) -> u64 {
         self.state + self.retransmit + self.retransmit_failed + self.reset + self.error
@@ -68,6 +84,20 @@ impl fmt::Display for Stats {
             self.malformed,
             self.facts,
         )?;
+        if self.lost > 0 {
+            write!(
+                f,
+                " (lost: {} ring buffer full, {} in runs the kernel skipped)",
+                self.lost_ring_full, self.lost_recursion
+            )?;
+        }
+        if self.nested_caught > 0 {
+            write!(
+                f,
+                "; {} state changes caught in nested runs",
+                self.nested_caught
+            )?;
+        }
         let t = &self.table;
         if t.finished > 0 || self.conns_printed > 0 {
             write!(
@@ -76,6 +106,9 @@ impl fmt::Display for Stats {
                  {} timewait unconfirmed)",
                 t.finished, self.conns_printed, t.evicted, t.missed, t.time_wait_unconfirmed
             )?;
+            if t.open_at_loss > 0 {
+                write!(f, "; {} open when events were lost", t.open_at_loss)?;
+            }
         }
         if self.diagnosed > 0 || self.findings > 0 {
             write!(

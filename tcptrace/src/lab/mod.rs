@@ -56,8 +56,13 @@ impl Sink for Recorder<'_> {
     fn sample(&mut self, s: &NetnsSample) -> io::Result<()> {
         self.inner.sample(s)
     }
-    fn lost(&mut self, ts_ns: u64, count: u64) -> io::Result<()> {
-        self.inner.lost(ts_ns, count)
+    fn lost(
+        &mut self,
+        ts_ns: u64,
+        count: u64,
+        cause: tcptrace_core::event::LossCause,
+    ) -> io::Result<()> {
+        self.inner.lost(ts_ns, count, cause)
     }
     fn ctx_mut(&mut self) -> &mut RenderCtx {
         self.inner.ctx_mut()

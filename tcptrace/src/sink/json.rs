@@ -9,7 +9,7 @@ use tcptrace_core::{
         Diagnosis,
         netns::{NetnsFinding, NetnsSample},
     },
-    event::{Event, EventKind},
+    event::{Event, EventKind, LossCause},
     lifecycle::Conn,
     snapshot::{Field, SockSnapshot},
     sysctl::Sysctls,
@@ -27,6 +27,14 @@ impl<W: Write> JsonSink<W> {
     pub fn new(out: Out<W>, ctx: RenderCtx) -> Self {
         Self { out, ctx }
     }
+}
+
+/// A `lost` line (without its newline).
+pub(super) fn lost(buf: &mut Vec<u8>, ctx: &RenderCtx, ts_ns: u64, count: u64, cause: LossCause) {
+    head(buf, ctx, "lost", ts_ns);
+    num(buf, "count", count);
+    text(buf, "cause", cause.name());
+    buf.push(b'}');
 }
 
 /// Appends `s` as a JSON string (lossy UTF-8, control characters escaped).
@@ -359,10 +367,9 @@ impl<W: Write> Sink for JsonSink<W> {
         self.out.end_line()
     }
 
-    fn lost(&mut self, ts_ns: u64, count: u64) -> io::Result<()> {
-        head(&mut self.out.buf, &self.ctx, "lost", ts_ns);
-        num(&mut self.out.buf, "count", count);
-        self.out.buf.extend_from_slice(b"}\n");
+    fn lost(&mut self, ts_ns: u64, count: u64, cause: LossCause) -> io::Result<()> {
+        lost(&mut self.out.buf, &self.ctx, ts_ns, count, cause);
+        self.out.buf.push(b'\n');
         self.out.end_line()
     }
 

@@ -16,7 +16,7 @@ use tcptrace_core::{
         Diagnosis,
         netns::{NetnsFinding, NetnsSample},
     },
-    event::Event,
+    event::{Event, LossCause},
     lifecycle::Conn,
     snapshot::SnapLayout,
     sysctl::Sysctls,
@@ -63,8 +63,8 @@ pub trait Sink {
     fn sample(&mut self, _s: &NetnsSample) -> io::Result<()> {
         Ok(())
     }
-    /// `count` records were dropped by the kernel since the last report.
-    fn lost(&mut self, ts_ns: u64, count: u64) -> io::Result<()>;
+    /// The kernel lost `count` events for `cause` since the last report.
+    fn lost(&mut self, ts_ns: u64, count: u64, cause: LossCause) -> io::Result<()>;
     /// The rendering context, for what is learned while running.
     fn ctx_mut(&mut self) -> &mut RenderCtx;
     /// Pushes buffered output to its destination.

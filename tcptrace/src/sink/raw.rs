@@ -8,7 +8,7 @@ use tcptrace_core::{
         Diagnosis,
         netns::{NetnsFinding, NetnsSample},
     },
-    event::{Event, EventKind},
+    event::{Event, EventKind, LossCause},
     lifecycle::Conn,
     raw_stream::{MAGIC, Tag, push_frame},
     snapshot::SnapLayout,
@@ -119,10 +119,8 @@ impl<W: Write> Sink for RawSink<W> {
         self.json_frame()
     }
 
-    fn lost(&mut self, ts_ns: u64, count: u64) -> io::Result<()> {
-        json::head(&mut self.line, &self.ctx, "lost", ts_ns);
-        json::num(&mut self.line, "count", count);
-        self.line.push(b'}');
+    fn lost(&mut self, ts_ns: u64, count: u64, cause: LossCause) -> io::Result<()> {
+        json::lost(&mut self.line, &self.ctx, ts_ns, count, cause);
         self.json_frame()
     }
 

@@ -3,7 +3,7 @@ use std::io::{self, Write};
 
 use tcptrace_core::{
     diagnose::{Diagnosis, netns::NetnsFinding},
-    event::{Event, EventKind},
+    event::{Event, EventKind, LossCause},
     lifecycle::Conn,
     tcp::errno_name,
 };
@@ -161,9 +161,8 @@ impl<W: Write> Sink for TextSink<W> {
         self.out.end_line()
     }
 
-    fn lost(&mut self, _ts_ns: u64, count: u64) -> io::Result<()> {
+    fn lost(&mut self, _ts_ns: u64, _count: u64, _cause: LossCause) -> io::Result<()> {
         // In text mode the loss goes to stderr (see the reader) so columns stay parseable.
-        let _ = count;
         Ok(())
     }
 
