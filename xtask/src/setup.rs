@@ -31,6 +31,7 @@ fn packages(major: u32) -> Vec<(String, String)> {
             format!("/usr/lib/llvm-{major}/bin/llvm-config"),
         ),
         ("libbpf-tools".into(), "/usr/sbin/tcpstates".into()),
+        ("bpftool".into(), "/usr/sbin/bpftool".into()),
         ("iptables".into(), "/usr/sbin/iptables".into()),
         ("iproute2".into(), "/usr/sbin/ip".into()),
         ("netcat-openbsd".into(), "/usr/bin/nc.openbsd".into()),
