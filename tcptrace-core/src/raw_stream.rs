@@ -6,7 +6,7 @@
 use std::io::{self, Read};
 
 /// First bytes of a recording (the version is its last byte).
-pub const MAGIC: &[u8; 16] = b"tcptrace-raw\0\0\0\x01";
+pub const MAGIC: &[u8; 16] = b"tcptrace-raw\0\0\0\x02";
 
 /// Longest frame accepted when reading (a kernel record is a few hundred bytes; a JSON line
 /// with a large namespace sample a few kilobytes).

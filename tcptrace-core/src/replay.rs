@@ -66,6 +66,7 @@ struct Raw<'a> {
     #[serde(borrow)]
     sk: Option<&'a str>,
     netns: Option<u32>,
+    cgroup_id: Option<u64>,
     pid: Option<u32>,
     tid: Option<u32>,
     comm: Option<String>,
@@ -339,6 +340,7 @@ pub fn parse_line(text: &str, want_clock: bool) -> Result<Parsed, ReplayError> {
         ts_ns: ts.ok_or(ReplayError::Field("ts_ns"))?,
         sk: hex(raw.sk, "sk")?,
         netns: raw.netns,
+        cgroup: raw.cgroup_id,
         pid: raw.pid.unwrap_or(0),
         tid: raw.tid.unwrap_or(0),
         comm: Comm::new(raw.comm.as_deref().unwrap_or("")),

@@ -61,6 +61,7 @@ mod tests {
             ts_ns: ts,
             sk,
             netns: None,
+            cgroup: None,
             pid: 1,
             tid: 1,
             comm: Comm::new("t"),

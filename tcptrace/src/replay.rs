@@ -88,6 +88,12 @@ pub fn replay(path: &Path, pipeline: &mut Pipeline) -> anyhow::Result<Stats> {
     if head.starts_with(MAGIC) {
         reader.consume(MAGIC.len());
         raw(&mut reader, &name, &mut r)?;
+    } else if head.len() >= MAGIC.len() && head.starts_with(&MAGIC[..MAGIC.len() - 1]) {
+        anyhow::bail!(
+            "{name}: raw recording version {} is not supported (this tcptrace reads version {})",
+            head[MAGIC.len() - 1],
+            MAGIC[MAGIC.len() - 1]
+        );
     } else {
         json_lines(&mut reader, &name, &mut r)?;
     }

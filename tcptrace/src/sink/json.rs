@@ -232,6 +232,10 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u6
         Some(ns) => num(buf, "netns", ns),
         None => null(buf, "netns"),
     }
+    match ev.cgroup {
+        Some(id) => num(buf, "cgroup_id", id),
+        None => null(buf, "cgroup_id"),
+    }
     num(buf, "pid", ev.pid);
     num(buf, "tid", ev.tid);
     key(buf, "comm");
@@ -389,6 +393,7 @@ mod tests {
             ts_ns: 1_000_000_000,
             sk: 0xffff_8880_0000_1000,
             netns: Some(4026531840),
+            cgroup: None,
             pid: 7,
             tid: 8,
             comm: Comm::new("n\"c\n"),

@@ -355,9 +355,29 @@ pub struct Peer {
 impl Peer {
     /// Starts `peer.py ROLE ADDR PORT [BYTES]` in `ns` and waits for its "ready" line.
     pub fn start(ns: &str, role: &str, addr: &str, port: u16, bytes: usize) -> Self {
+        Self::start_in(None, ns, role, addr, port, bytes)
+    }
+
+    /// [`Peer::start`] from inside `cgroup` (moved there before it makes its socket).
+    pub fn start_in(
+        cgroup: Option<&Cgroup>,
+        ns: &str,
+        role: &str,
+        addr: &str,
+        port: u16,
+        bytes: usize,
+    ) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer/peer.py");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", script, role, addr])
+        let args = ["ip", "netns", "exec", ns, "python3", script, role, addr];
+        let mut child = match cgroup {
+            Some(cg) => cg.command(&args),
+            None => {
+                let mut c = Command::new(args[0]);
+                c.args(&args[1..]);
+                c
+            }
+        };
+        let mut child = child
             .arg(port.to_string())
             .arg(bytes.to_string())
             .stdout(Stdio::piped())
@@ -417,4 +437,61 @@ pub fn states(rec: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Where cgroup v2 is mounted here: `/sys/fs/cgroup` on pure v2 hosts,
+/// `/sys/fs/cgroup/unified` on hybrid ones (from /proc/mounts).
+pub fn cgroup2_mount() -> std::path::PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
+    let mut found: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "cgroup2").then_some(f[1])
+        })
+        .collect();
+    found.sort_by_key(|m| *m != "/sys/fs/cgroup");
+    found.first().expect("no cgroup2 mount").into()
+}
+
+/// A throwaway cgroup v2 directory; its processes are killed and it is removed on drop.
+pub struct Cgroup {
+    pub dir: std::path::PathBuf,
+    /// Path below the cgroup2 mount, as tcptrace reports it.
+    pub path: String,
+    /// Its id (the directory's inode number), as the kernel reports it.
+    pub id: u64,
+}
+
+impl Cgroup {
+    pub fn new(name: &str) -> Self {
+        let mount = cgroup2_mount();
+        let path = format!("/tcptrace-test-{}-{name}", std::process::id());
+        let dir = mount.join(&path[1..]);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let id = std::fs::metadata(&dir).expect("cgroup dir").ino();
+        Self { dir, path, id }
+    }
+
+    /// `args` run from a shell that first moves itself into this cgroup, then execs them.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg("echo $$ > \"$0/cgroup.procs\" && exec \"$@\"")
+            .arg(&self.dir)
+            .args(args);
+        c
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
