@@ -42,6 +42,12 @@ pub enum Line {
     },
     /// A periodic look at a namespace (`netns_sample` lines).
     NetnsSample(NetnsSample),
+    /// What a cgroup id's path was (`cgroup` lines); null when it could not be resolved.
+    Cgroup {
+        ts_ns: u64,
+        id: u64,
+        path: Option<String>,
+    },
     /// A record type replay does not consume (e.g. `conn`).
     Other,
 }
@@ -99,6 +105,8 @@ struct Raw<'a> {
     at_exit: Option<bool>,
     sock: Option<HashMap<&'a str, serde_json::Value>>,
     count: Option<u64>,
+    id: Option<u64>,
+    path: Option<String>,
 }
 
 fn hex(s: Option<&str>, what: &'static str) -> Result<u64, ReplayError> {
@@ -311,6 +319,17 @@ pub fn parse_line(text: &str, want_clock: bool) -> Result<Parsed, ReplayError> {
             line: Line::Lost {
                 ts_ns: ts.unwrap_or(0),
                 count: raw.count.ok_or(ReplayError::Field("count"))?,
+            },
+            clock_offset_ns,
+            reason: None,
+        });
+    }
+    if raw.ty == "cgroup" {
+        return Ok(Parsed {
+            line: Line::Cgroup {
+                ts_ns: ts.unwrap_or(0),
+                id: raw.id.ok_or(ReplayError::Field("id"))?,
+                path: raw.path,
             },
             clock_offset_ns,
             reason: None,

@@ -2,6 +2,7 @@
 //! loop and maps every failure to one line on stderr and a non-zero exit (a closed output pipe
 //! is a normal end).
 mod augment;
+mod cgroups;
 mod diag;
 mod flags;
 mod lab;
@@ -137,14 +138,17 @@ pub fn trace(
     pipeline.set_hz(hz);
     let with_netns = tracer.snap_available();
     let mut augment = Augmenter::new(with_netns, cfg.conn_filter.netns.clone(), cfg.filter);
+    augment.set_cgroup_filter(cfg.cgroup.clone());
+    let mut cgroups = cgroups::Cgroups::new();
     let mut namespaces = namespaces::Namespaces::new(
         with_netns && cfg.diagnose.is_some(),
         hz,
         cfg.conn_filter.netns.clone(),
     );
     eprintln!(
-        "tcptrace: attached {}; tracing (Ctrl-C to stop)",
-        hooks.join(" ")
+        "tcptrace: attached {}; {}; tracing (Ctrl-C to stop)",
+        hooks.join(" "),
+        cgroups.describe()
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -154,6 +158,7 @@ pub fn trace(
         &mut pipeline,
         &mut augment,
         &mut namespaces,
+        &mut cgroups,
         cfg.duration,
         stop,
         attached,

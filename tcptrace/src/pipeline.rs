@@ -192,6 +192,14 @@ impl<'s> Pipeline<'s> {
             .insert(code, name.to_string());
     }
 
+    /// A cgroup id's path under the cgroup2 mount (recorded in events mode, like sysctls).
+    pub fn learn_cgroup(&mut self, ts_ns: u64, id: u64, path: &str) -> io::Result<()> {
+        if self.sink.ctx_mut().cgroups.learn(id, path) && self.mode == Mode::Events {
+            self.sink.cgroup(ts_ns, id)?;
+        }
+        Ok(())
+    }
+
     /// The wall clock records are printed in (replay takes the recording host's).
     pub fn set_clock(&mut self, clock: tcptrace_core::clock::WallClock) {
         self.sink.ctx_mut().clock = clock;

@@ -56,6 +56,10 @@ impl Replayer<'_, '_> {
                 p.lost(ts_ns, count)
             }
             Line::Sysctl { netns, sysctls } => p.set_sysctls(self.last_ts, netns, sysctls),
+            Line::Cgroup { ts_ns, id, path } => match path {
+                Some(path) => p.learn_cgroup(ts_ns, id, &path),
+                None => Ok(()),
+            },
             Line::NetnsSample(sample) => {
                 if sample.ts_ns > self.last_ts {
                     p.advance(sample.ts_ns)?;

@@ -12,8 +12,8 @@ use tokio::{
 };
 
 use crate::{
-    augment::Augmenter, loader::Tracer, monotonic_ns, namespaces::Namespaces, pipeline::Pipeline,
-    stats::Stats,
+    augment::Augmenter, cgroups::Cgroups, loader::Tracer, monotonic_ns, namespaces::Namespaces,
+    pipeline::Pipeline, stats::Stats,
 };
 use tcptrace_core::{decode::decode, event::Event, snapshot::SnapLayout};
 
@@ -22,6 +22,7 @@ struct Reader<'p, 's> {
     pipeline: &'p mut Pipeline<'s>,
     augment: &'p mut Augmenter,
     namespaces: &'p mut Namespaces,
+    cgroups: &'p mut Cgroups,
     snap: SnapLayout,
     facts: Vec<Event>,
 }
@@ -32,6 +33,7 @@ impl Reader<'_, '_> {
         match decode(raw, &self.snap) {
             Ok(ev) => {
                 self.augment.observe(&ev);
+                self.cgroups.observe(&ev, self.pipeline)?;
                 self.namespaces.observe(&ev, self.pipeline)?;
                 self.pipeline.feed(&ev)
             }
@@ -51,11 +53,13 @@ impl Reader<'_, '_> {
         self.augment
             .resolve(now, tick, &self.pipeline.table, &mut self.facts);
         for ev in self.facts.drain(..) {
+            self.cgroups.observe(&ev, self.pipeline)?;
             self.namespaces.observe(&ev, self.pipeline)?;
             self.pipeline.feed(&ev)?;
         }
         if tick {
             self.namespaces.tick(now, self.augment, self.pipeline)?;
+            self.cgroups.tick(now, self.pipeline)?;
         }
         self.pipeline.stats.diag_skipped = self.augment.skipped;
         self.pipeline.advance(now)?;
@@ -90,11 +94,14 @@ fn report_lost(lost: &PerCpuArray<MapData, u64>, pipeline: &mut Pipeline) -> io:
 }
 
 /// Runs until a signal, the duration, or a write error (e.g. a closed pipe).
+// The fact sources (augment, namespaces, cgroups) are to move into the pipeline's context.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     mut tracer: Tracer,
     pipeline: &mut Pipeline<'_>,
     augment: &mut Augmenter,
     namespaces: &mut Namespaces,
+    cgroups: &mut Cgroups,
     duration: Option<Duration>,
     stop: Option<tokio::sync::oneshot::Receiver<()>>,
     seeded: Option<std::sync::mpsc::Sender<()>>,
@@ -120,6 +127,7 @@ pub async fn run(
         pipeline,
         augment,
         namespaces,
+        cgroups,
         snap: tracer.snap,
         facts: Vec::new(),
     };
@@ -174,6 +182,7 @@ pub async fn run(
     reader.augment.at_exit(monotonic_ns(), &mut reader.facts);
     let now = monotonic_ns();
     for ev in reader.facts.drain(..) {
+        reader.cgroups.observe(&ev, reader.pipeline)?;
         reader.namespaces.observe(&ev, reader.pipeline)?;
         reader.pipeline.feed(&ev)?;
     }

@@ -50,6 +50,8 @@ pub struct Config {
     pub action: Action,
     /// `-p PID` as given (for `sysctl`: whose namespace).
     pub pid: Option<u32>,
+    /// `--cgroup PATH`: applied in the kernel (its id and depth are in `filter`).
+    pub cgroup: Option<crate::cgroups::CgroupFilter>,
 }
 
 /// What the invocation asks for.
@@ -108,6 +110,15 @@ impl Config {
             filter.netns = netns_inode(ns)?;
             conn_filter.netns = vec![filter.netns];
         }
+        let cgroup = match &args.cgroup {
+            Some(spec) => {
+                let f = crate::cgroups::CgroupFilter::parse(spec)?;
+                filter.cgroup = f.id;
+                filter.cgroup_level = f.level;
+                Some(f)
+            }
+            None => None,
+        };
         if args.format == FormatArg::Raw {
             if !args.events || args.command.is_some() {
                 bail!(
@@ -128,6 +139,9 @@ impl Config {
         };
         if btf.is_none() && tracepoints == TracepointMode::Btf {
             bail!("--tracepoints btf needs kernel BTF, but --btf none was given");
+        }
+        if btf.is_none() && cgroup.is_some() {
+            bail!("--cgroup needs kernel BTF to read a socket's cgroup, but --btf none was given");
         }
         if btf.is_none() && filter.netns != 0 {
             bail!(
@@ -173,6 +187,7 @@ impl Config {
                 Some(Command::Lab { scenario }) => Action::Lab(scenario),
             },
             pid: args.pid,
+            cgroup,
         })
     }
 }

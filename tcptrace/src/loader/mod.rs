@@ -145,6 +145,13 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
     let mut warnings = Vec::new();
     let info = kernel_info(cfg, &mut warnings)?;
 
+    if cfg.filter.cgroup != 0
+        && layout::CgroupSupport::of(&info.offsets) != layout::CgroupSupport::Filter
+    {
+        bail!(
+            "--cgroup: this kernel's BTF does not show where a socket's cgroup and its ancestors are"
+        );
+    }
     let wakeup = wakeup(cfg);
     let mut loader = EbpfLoader::new();
     loader

@@ -357,6 +357,12 @@ impl<W: Write> Sink for JsonSink<W> {
         self.out.end_line()
     }
 
+    fn cgroup(&mut self, ts_ns: u64, id: u64) -> io::Result<()> {
+        super::json_cgroup::line(&mut self.out.buf, &self.ctx, ts_ns, id);
+        self.out.buf.push(b'\n');
+        self.out.end_line()
+    }
+
     fn sample(&mut self, s: &NetnsSample) -> io::Result<()> {
         super::json_diag::sample(&mut self.out.buf, &self.ctx, s);
         self.out.buf.push(b'\n');

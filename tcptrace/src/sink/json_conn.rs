@@ -62,6 +62,7 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnos
         }
         None => null(buf, "comm"),
     }
+    super::json_cgroup::member(buf, ctx, c.cgroup.map(|id| id.get()));
     ident(buf, "family", c.family.name());
     key(buf, "laddr");
     push_ip(buf, &c.laddr);

@@ -1,6 +1,7 @@
 //! Sinks: where decoded events go. Text and JSON lines share one buffered writer and one
 //! rendering context (wall clock, reset reason names).
 pub mod json;
+mod json_cgroup;
 mod json_conn;
 mod json_diag;
 mod raw;
@@ -35,6 +36,8 @@ pub struct RenderCtx {
     pub times: tcptrace_core::clock::Rfc3339Writer,
     /// `enum sk_rst_reason` value → name without the `SK_RST_REASON_` prefix.
     pub reset_reasons: HashMap<u32, String>,
+    /// Cgroup id → path, unit and container.
+    pub cgroups: tcptrace_core::cgroup::CgroupNames,
 }
 
 impl RenderCtx {
@@ -57,6 +60,10 @@ pub trait Sink {
     fn finding(&mut self, f: &NetnsFinding) -> io::Result<()>;
     /// A namespace's sysctls were read (recorded so `replay` can diagnose too).
     fn sysctl(&mut self, _ts_ns: u64, _netns: u32, _s: &Sysctls) -> io::Result<()> {
+        Ok(())
+    }
+    /// A cgroup id's path was learned (recorded so `replay` names it too).
+    fn cgroup(&mut self, _ts_ns: u64, _id: u64) -> io::Result<()> {
         Ok(())
     }
     /// A periodic sample of a namespace (recorded so `replay` can diagnose too).

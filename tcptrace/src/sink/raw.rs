@@ -114,6 +114,11 @@ impl<W: Write> Sink for RawSink<W> {
         self.json_frame()
     }
 
+    fn cgroup(&mut self, ts_ns: u64, id: u64) -> io::Result<()> {
+        super::json_cgroup::line(&mut self.line, &self.ctx, ts_ns, id);
+        self.json_frame()
+    }
+
     fn sample(&mut self, s: &NetnsSample) -> io::Result<()> {
         json_diag::sample(&mut self.line, &self.ctx, s);
         self.json_frame()

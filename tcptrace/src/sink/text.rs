@@ -139,6 +139,9 @@ impl<W: Write> Sink for TextSink<W> {
             ev.rport,
         );
         describe(buf, &self.ctx, ev, prev_ns);
+        if let Some(shown) = super::text_conn::cgroup_short(&self.ctx, ev.cgroup) {
+            let _ = write!(buf, " [{shown}]");
+        }
         buf.push(b'\n');
         self.out.end_line()
     }

@@ -74,6 +74,9 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: 
     if let Some(ns) = c.netns {
         let _ = write!(buf, " netns {ns}");
     }
+    if let Some(shown) = cgroup_short(ctx, c.cgroup.map(|id| id.get())) {
+        let _ = write!(buf, " in {shown}");
+    }
     let _ = write!(buf, " {on}{}{off}", end.name());
     if let Some(d) = c.duration_ns() {
         let _ = write!(buf, " after {}", human_ns(d));
@@ -147,6 +150,33 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: 
     }
 }
 
+/// Text taken from the host (a cgroup path) with control characters escaped, so none reaches
+/// a terminal raw.
+pub fn escaped(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for ch in s.chars() {
+        if ch.is_control() {
+            out.extend(ch.escape_default());
+        } else {
+            out.push(ch);
+        }
+    }
+    out.into()
+}
+
+/// How text output names a cgroup: `docker 4c01db0b339c`, `nginx.service`, a path, or the
+/// bare id while its path is unknown; nothing for the root cgroup.
+pub fn cgroup_short(ctx: &RenderCtx, id: Option<u64>) -> Option<String> {
+    let id = id?;
+    match ctx.cgroups.get(id) {
+        Some(info) => info.short().map(|s| escaped(&s).into_owned()),
+        None => Some(format!("cgroup {id}")),
+    }
+}
+
 /// One explanation under a connection line: `  ! [connect_timeout] connect() to … (agrees)`.
 pub fn diagnosis_line(buf: &mut Vec<u8>, d: &Diagnosis, colour: bool, indent: &str) {
     let (mark, paint) = match d.severity {
@@ -171,6 +201,24 @@ pub fn diagnosis_line(buf: &mut Vec<u8>, d: &Diagnosis, colour: bool, indent: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroups_shown_compactly_and_escaped() {
+        let mut ctx = RenderCtx::default();
+        ctx.cgroups.learn(1, "/");
+        ctx.cgroups.learn(2, "/system.slice/nginx.service");
+        ctx.cgroups.learn(3, "/evil\u{1b}[2J\n\u{7}");
+        assert_eq!(cgroup_short(&ctx, Some(1)), None);
+        assert_eq!(cgroup_short(&ctx, None), None);
+        assert_eq!(
+            cgroup_short(&ctx, Some(2)).as_deref(),
+            Some("nginx.service")
+        );
+        assert_eq!(cgroup_short(&ctx, Some(4)).as_deref(), Some("cgroup 4"));
+        let evil = cgroup_short(&ctx, Some(3)).unwrap();
+        assert_eq!(evil, "/evil\\u{1b}[2J\\n\\u{7}");
+        assert!(!evil.chars().any(char::is_control));
+    }
 
     #[test]
     fn human_units() {

@@ -200,8 +200,26 @@ impl Tracer {
         Self::spawn(&["--format", "json"], args)
     }
 
+    /// [`Tracer::lifecycle`] run through `wrapper` (e.g. `setpriv` with fewer capabilities).
+    pub fn lifecycle_via(wrapper: &[&str], args: &[&str]) -> Self {
+        Self::spawn_via(wrapper, &["--format", "json"], args)
+    }
+
     fn spawn(mode: &[&str], args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
+        Self::spawn_via(&[], mode, args)
+    }
+
+    fn spawn_via(wrapper: &[&str], mode: &[&str], args: &[&str]) -> Self {
+        let bin = env!("CARGO_BIN_EXE_tcptrace");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .args(mode)
             .args(args)
             .stdout(Stdio::piped())
@@ -471,6 +489,18 @@ impl Cgroup {
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let id = std::fs::metadata(&dir).expect("cgroup dir").ino();
         Self { dir, path, id }
+    }
+
+    /// A cgroup below this one (removed before it, being declared after it).
+    pub fn child(&self, name: &str) -> Self {
+        let dir = self.dir.join(name);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let id = std::fs::metadata(&dir).expect("cgroup dir").ino();
+        Self {
+            dir,
+            path: format!("{}/{name}", self.path),
+            id,
+        }
     }
 
     /// `args` run from a shell that first moves itself into this cgroup, then execs them.
