@@ -64,8 +64,12 @@ mod tests {
         ctx.cgroups.learn(8, "/odd\n\u{1b}[2J\"name");
         let mut b = b"{\"a\":1".to_vec();
         member(&mut b, &ctx, Some(7));
-        member(&mut b, &ctx, None);
         b.push(b'}');
+        let mut none = b"{\"a\":1".to_vec();
+        member(&mut none, &ctx, None);
+        none.push(b'}');
+        let v: serde_json::Value = serde_json::from_slice(&none).unwrap();
+        assert!(v["cgroup"].is_null());
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["cgroup"]["id"], 7);
         assert_eq!(v["cgroup"]["unit"], format!("docker-{id}.scope"));
