@@ -145,7 +145,7 @@ impl Augmenter {
                 Err(e) => {
                     if !self.warned.contains(&netns) {
                         self.warned.push(netns);
-                        eprintln!("tcptrace: warning: sock_diag in netns {netns}: {e}");
+                        log::warn!("sock_diag in netns {netns}: {e}");
                     }
                     None
                 }

@@ -114,9 +114,7 @@ impl Namespaces {
         let k = self.known.entry(ns).or_default();
         k.sysctls_read_ns = Some(now_ns);
         k.netstat.get_or_insert(reading.netstat);
-        for (addr, mtu) in reading.mtus {
-            pipeline.mtus.insert((ns, addr), mtu);
-        }
+        pipeline.set_interfaces(now_ns, ns, &reading.mtus)?;
         pipeline.set_sysctls(now_ns, ns, reading.sysctls)
     }
 
@@ -136,9 +134,7 @@ impl Namespaces {
         let k = self.known.entry(ns).or_default();
         if !k.failed {
             k.failed = true;
-            eprintln!(
-                "tcptrace: warning: netns {ns} unreadable ({why}); its diagnoses assume kernel defaults"
-            );
+            log::warn!("netns {ns} unreadable ({why}); its diagnoses assume kernel defaults");
         }
     }
 

@@ -1,7 +1,8 @@
 //! The live loop: reads the ring buffer through tokio's `AsyncFd`, decodes each record, adds
 //! the sock_diag facts the kernel events imply, feeds the pipeline, reports kernel-side losses
-//! as they happen, and on Ctrl-C/SIGTERM/`--duration` detaches, drains what is left, emits the
-//! connections still open and returns the counters.
+//! as they happen, and on Ctrl-C/SIGTERM/SIGHUP/`--duration` detaches, drains what is left,
+//! emits the connections still open and returns the counters. With `--output FILE`, SIGHUP
+//! reopens the file instead (log rotation).
 use std::{io, time::Duration};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -15,11 +16,11 @@ use crate::{
     augment::Augmenter, cgroups::Cgroups, loader::Tracer, monotonic_ns, namespaces::Namespaces,
     pipeline::Pipeline, stats::Stats,
 };
-use tcptrace_core::{decode::decode, event::Event, snapshot::SnapLayout};
+use tcptrace_core::{decode::decode, event::Event, snapshot::SnapLayout, wire::LostCause};
 
 /// The per-batch state of the reader.
-struct Reader<'p, 's> {
-    pipeline: &'p mut Pipeline<'s>,
+struct Reader<'p, 's, 'f> {
+    pipeline: &'p mut Pipeline<'s, 'f>,
     augment: &'p mut Augmenter,
     namespaces: &'p mut Namespaces,
     cgroups: &'p mut Cgroups,
@@ -27,7 +28,7 @@ struct Reader<'p, 's> {
     facts: Vec<Event>,
 }
 
-impl Reader<'_, '_> {
+impl Reader<'_, '_, '_> {
     fn handle(&mut self, raw: &[u8]) -> io::Result<()> {
         self.pipeline.record(raw, &self.snap)?;
         match decode(raw, &self.snap) {
@@ -38,10 +39,7 @@ impl Reader<'_, '_> {
                 self.pipeline.feed(&ev)
             }
             Err(e) => {
-                self.pipeline.stats.malformed += 1;
-                if self.pipeline.stats.malformed == 1 {
-                    eprintln!("tcptrace: skipping malformed record: {e}");
-                }
+                self.pipeline.malformed(&e);
                 Ok(())
             }
         }
@@ -51,7 +49,7 @@ impl Reader<'_, '_> {
     fn settle(&mut self, tick: bool) -> io::Result<()> {
         let now = monotonic_ns();
         self.augment
-            .resolve(now, tick, &self.pipeline.table, &mut self.facts);
+            .resolve(now, tick, self.pipeline.table(), &mut self.facts);
         for ev in self.facts.drain(..) {
             self.cgroups.observe(&ev, self.pipeline)?;
             self.namespaces.observe(&ev, self.pipeline)?;
@@ -61,8 +59,11 @@ impl Reader<'_, '_> {
             self.namespaces.tick(now, self.augment, self.pipeline)?;
             self.cgroups.tick(now, self.pipeline)?;
         }
-        self.pipeline.stats.diag_skipped = self.augment.skipped;
+        self.pipeline.set_diag_skipped(self.augment.skipped);
         self.pipeline.advance(now)?;
+        if tick {
+            self.pipeline.tick(now)?;
+        }
         self.pipeline.flush()
     }
 
@@ -83,33 +84,47 @@ fn lost_total(lost: &PerCpuArray<MapData, u64>) -> u64 {
 /// Reports records lost since the last check, to stderr and to the sink.
 fn report_lost(lost: &PerCpuArray<MapData, u64>, pipeline: &mut Pipeline) -> io::Result<()> {
     let total = lost_total(lost);
-    if total > pipeline.stats.lost {
-        let delta = total - pipeline.stats.lost;
-        pipeline.stats.lost = total;
-        eprintln!("tcptrace: lost {delta} events (ring buffer full; a larger --ring-buffer helps)");
-        pipeline.lost(monotonic_ns(), delta)?;
+    let known = pipeline.stats().lost_ring;
+    if total > known {
+        let delta = total - known;
+        log::warn!("lost {delta} events (ring buffer full; a larger --ring-buffer helps)");
+        pipeline.lost(monotonic_ns(), delta, LostCause::RingFull)?;
         pipeline.flush()?;
     }
     Ok(())
 }
 
+/// When and how the loop stops, and who is told that tracing started.
+pub struct Control {
+    /// `--duration`.
+    pub duration: Option<Duration>,
+    /// SIGHUP reopens the output (`--output FILE`) instead of stopping.
+    pub reopen_on_hup: bool,
+    /// Stops the loop when it fires (the lab).
+    pub stop: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Told once the hooks are attached and existing sockets are seeded.
+    pub seeded: Option<std::sync::mpsc::Sender<()>>,
+}
+
 /// Runs until a signal, the duration, or a write error (e.g. a closed pipe).
-// The fact sources (augment, namespaces, cgroups) are to move into the pipeline's context.
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
     mut tracer: Tracer,
-    pipeline: &mut Pipeline<'_>,
+    pipeline: &mut Pipeline<'_, '_>,
     augment: &mut Augmenter,
     namespaces: &mut Namespaces,
     cgroups: &mut Cgroups,
-    duration: Option<Duration>,
-    stop: Option<tokio::sync::oneshot::Receiver<()>>,
-    seeded: Option<std::sync::mpsc::Sender<()>>,
+    control: Control,
 ) -> anyhow::Result<Stats> {
+    let Control {
+        duration,
+        reopen_on_hup,
+        mut stop,
+        seeded,
+    } = control;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let deadline = duration.map(|d| Instant::now() + d);
-    let mut stop = stop;
     let mut tick = interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // With batched wakeups the kernel wakes us only for a full quarter of the buffer; this timer
@@ -131,6 +146,7 @@ pub async fn run(
         snap: tracer.snap,
         facts: Vec::new(),
     };
+    reader.pipeline.start(monotonic_ns())?;
     // Connections that predate tracing (the hooks are attached, so nothing falls in between).
     reader.augment.seed(monotonic_ns(), &mut reader.facts);
     reader.settle(false)?;
@@ -168,6 +184,15 @@ pub async fn run(
             }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
+            _ = sighup.recv() => {
+                if !reopen_on_hup {
+                    break Ok(());
+                }
+                log::info!("SIGHUP: reopening the output");
+                if let Err(e) = reader.pipeline.reopen(monotonic_ns()) {
+                    break Err(e);
+                }
+            }
             _ = async { match stop.as_mut() { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => break Ok(()),
             _ = async { match deadline { Some(d) => sleep_until(d).await, None => std::future::pending().await } } => break Ok(()),
         }
@@ -186,7 +211,7 @@ pub async fn run(
         reader.namespaces.observe(&ev, reader.pipeline)?;
         reader.pipeline.feed(&ev)?;
     }
-    reader.pipeline.finish(now)?;
+    let stats = reader.pipeline.finish(now)?;
     tracer.events = ring;
-    Ok(reader.pipeline.stats)
+    Ok(stats)
 }

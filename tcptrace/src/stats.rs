@@ -5,7 +5,10 @@ use std::fmt;
 use tcptrace_core::{
     event::{Event, EventKind},
     lifecycle::TableStats,
+    wire::LostCause,
 };
+
+use crate::sink::OutStats;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
@@ -18,7 +21,9 @@ pub struct Stats {
     pub facts: u64,
     pub malformed: u64,
     /// Records the kernel could not write (ring buffer full).
-    pub lost: u64,
+    pub lost_ring: u64,
+    /// Program runs the kernel skipped because one of ours was already running on that CPU.
+    pub lost_recursion: u64,
     /// Lifecycle mode: connection records printed.
     pub conns_printed: u64,
     pub table: TableStats,
@@ -28,6 +33,8 @@ pub struct Stats {
     pub diagnosed: u64,
     /// Namespace-wide findings printed.
     pub findings: u64,
+    /// Output the destination did not take.
+    pub output: OutStats,
 }
 
 impl Stats {
@@ -44,6 +51,20 @@ impl Stats {
                 self.facts += 1
             }
         }
+    }
+
+    /// Adds lost events of a cause (saturating: a recording may claim absurd counts).
+    pub fn add_lost(&mut self, cause: LostCause, count: u64) {
+        let slot = match cause {
+            LostCause::RingFull => &mut self.lost_ring,
+            LostCause::Recursion => &mut self.lost_recursion,
+        };
+        *slot = slot.saturating_add(count);
+    }
+
+    /// Kernel events lost, whatever the cause.
+    pub fn lost(&self) -> u64 {
+        self.lost_ring.saturating_add(self.lost_recursion)
     }
 
     /// Kernel events (not counting userspace facts).
@@ -64,7 +85,7 @@ impl fmt::Display for Stats {
             self.retransmit_failed,
             self.reset,
             self.error,
-            self.lost,
+            self.lost(),
             self.malformed,
             self.facts,
         )?;
@@ -82,6 +103,23 @@ impl fmt::Display for Stats {
                 f,
                 "; {} diagnosed, {} namespace findings",
                 self.diagnosed, self.findings
+            )?;
+        }
+        if self.lost_recursion > 0 {
+            write!(
+                f,
+                "; lost: {} ring buffer full, {} skipped runs (recursion)",
+                self.lost_ring, self.lost_recursion
+            )?;
+        }
+        let o = &self.output;
+        if o.total() > 0 {
+            write!(
+                f,
+                "; {} output lines not written ({} reader stalled, {} write errors)",
+                o.total(),
+                o.stalled,
+                o.failed
             )?;
         }
         if self.diag_skipped > 0 {

@@ -7,7 +7,8 @@ use tcptrace_core::{
     tcp::{TcpState, errno_name},
 };
 
-use super::RenderCtx;
+use super::escape::{escaped, push_escaped};
+use tcptrace_core::context::Context;
 
 /// A duration for people: `0.05ms`, `12.3ms`, `3.2s`, `2m03s`, `1h02m`.
 pub fn human_ns(ns: u64) -> String {
@@ -53,10 +54,10 @@ fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
 }
 
 /// Renders the line (without the trailing newline). `time` is the time-of-day prefix.
-pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: &[u8]) {
+pub fn render(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, colour: bool, time: &[u8]) {
     buf.extend_from_slice(time);
     let who = match c.owner {
-        Some(o) => format!("{}({})", o.comm.to_string_lossy(), o.pid),
+        Some(o) => format!("{}({})", escaped(o.comm.bytes()), o.pid),
         None => "?".to_string(),
     };
     let (l, r) = (endpoint(c.laddr, c.lport), endpoint(c.raddr, c.rport));
@@ -137,7 +138,7 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: 
     {
         facts.push(format!(
             "closed by {}({})",
-            cl.comm.to_string_lossy(),
+            escaped(cl.comm.bytes()),
             cl.pid
         ));
     }
@@ -150,29 +151,12 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: 
     }
 }
 
-/// Text taken from the host (a cgroup path) with control characters escaped, so none reaches
-/// a terminal raw.
-pub fn escaped(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return s.into();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for ch in s.chars() {
-        if ch.is_control() {
-            out.extend(ch.escape_default());
-        } else {
-            out.push(ch);
-        }
-    }
-    out.into()
-}
-
-/// How text output names a cgroup: `docker 4c01db0b339c`, `nginx.service`, a path, or the
-/// bare id while its path is unknown; nothing for the root cgroup.
-pub fn cgroup_short(ctx: &RenderCtx, id: Option<u64>) -> Option<String> {
+/// How text output names a cgroup, escaped: `docker 4c01db0b339c`, `nginx.service`, a path,
+/// or the bare id while its path is unknown; nothing for the root cgroup.
+pub fn cgroup_short(ctx: &Context, id: Option<u64>) -> Option<String> {
     let id = id?;
-    match ctx.cgroups.get(id) {
-        Some(info) => info.short().map(|s| escaped(&s).into_owned()),
+    match ctx.cgroup(id) {
+        Some(info) => info.short().map(|s| escaped(s.as_bytes())),
         None => Some(format!("cgroup {id}")),
     }
 }
@@ -188,7 +172,8 @@ pub fn diagnosis_line(buf: &mut Vec<u8>, d: &Diagnosis, colour: bool, indent: &s
     if colour {
         buf.extend_from_slice(paint.as_bytes());
     }
-    let _ = write!(buf, "{mark} [{}] {}", d.rule, d.message);
+    let _ = write!(buf, "{mark} [{}] ", d.rule);
+    push_escaped(buf, d.message.as_bytes());
     if d.assumed_defaults {
         buf.extend_from_slice(b" (sysctls unreadable: kernel defaults assumed)");
     }
@@ -204,10 +189,10 @@ mod tests {
 
     #[test]
     fn cgroups_shown_compactly_and_escaped() {
-        let mut ctx = RenderCtx::default();
-        ctx.cgroups.learn(1, "/");
-        ctx.cgroups.learn(2, "/system.slice/nginx.service");
-        ctx.cgroups.learn(3, "/evil\u{1b}[2J\n\u{7}");
+        let mut ctx = Context::default();
+        ctx.learn_cgroup(1, "/");
+        ctx.learn_cgroup(2, "/system.slice/nginx.service");
+        ctx.learn_cgroup(3, "/evil\u{1b}[2J\n\u{7}");
         assert_eq!(cgroup_short(&ctx, Some(1)), None);
         assert_eq!(cgroup_short(&ctx, None), None);
         assert_eq!(
@@ -216,7 +201,7 @@ mod tests {
         );
         assert_eq!(cgroup_short(&ctx, Some(4)).as_deref(), Some("cgroup 4"));
         let evil = cgroup_short(&ctx, Some(3)).unwrap();
-        assert_eq!(evil, "/evil\\u{1b}[2J\\n\\u{7}");
+        assert_eq!(evil, "/evil\\x1b[2J\\n\\x07");
         assert!(!evil.chars().any(char::is_control));
     }
 

@@ -240,7 +240,7 @@ impl Tracer {
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if l.starts_with("tcptrace: attached") {
+                if is_attach_line(&l) {
                     let _ = tx.send(());
                 }
                 let mut t = text.lock().unwrap();
@@ -360,8 +360,15 @@ pub fn spawn_attached(args: &[&str]) -> (Child, BufReader<std::process::ChildStd
     let mut err = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
     err.read_line(&mut line).expect("read stderr");
-    assert!(line.starts_with("tcptrace: attached"), "{line}");
+    assert!(is_attach_line(&line), "{line}");
     (child, err)
+}
+
+/// Whether a stderr line says tracing has started, as text or (with JSON output) as a JSON
+/// `log` line.
+pub fn is_attach_line(l: &str) -> bool {
+    l.starts_with("tcptrace: attached")
+        || (l.starts_with("{\"type\":\"log\"") && l.contains("\"message\":\"attached "))
 }
 
 /// One scripted TCP endpoint (`tests/peer/peer.py`) running inside a namespace.
