@@ -132,3 +132,19 @@ impl fmt::Display for Stats {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_counts_saturate() {
+        let mut s = Stats::default();
+        s.add_lost(LostCause::RingFull, u64::MAX - 1);
+        s.add_lost(LostCause::RingFull, 5);
+        s.add_lost(LostCause::Recursion, u64::MAX);
+        assert_eq!(s.lost_ring, u64::MAX);
+        assert_eq!(s.lost(), u64::MAX);
+        assert!(s.to_string().contains(&format!("{} lost", u64::MAX)));
+    }
+}

@@ -132,3 +132,23 @@ fn closed_pipe_is_success() {
     assert!(status.success(), "exit {status}: {rest}");
     assert!(!rest.contains("Broken pipe"), "{rest}");
 }
+
+#[test]
+fn an_explicit_btf_must_be_btf_and_is_read_with_bounded_memory() {
+    if !privileged() {
+        return;
+    }
+    for (path, why) in [
+        ("/dev/zero", "not BTF"),
+        ("/etc/passwd", "not BTF"),
+        ("/dev/null", "shorter than a BTF header"),
+    ] {
+        let start = std::time::Instant::now();
+        let out = tcptrace(&["--events", "--btf", path, "--duration", "1"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{path}: {err}");
+        assert_eq!(err.lines().count(), 1, "{path}: {err}");
+        assert!(err.contains(path) && err.contains(why), "{path}: {err}");
+        assert!(start.elapsed() < Duration::from_secs(5), "{path}");
+    }
+}

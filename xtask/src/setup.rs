@@ -149,6 +149,16 @@ pub fn setup() -> anyhow::Result<()> {
             bail!("bpf-linker was installed but `bpf-linker --version` still fails");
         }
     }
+    if exec::output("cargo", &["fuzz", "--version"]).is_none() {
+        step("cargo install cargo-fuzz (the replay fuzz target)");
+        exec::logged(
+            "cargo install cargo-fuzz",
+            "cargo-fuzz",
+            Command::new("cargo")
+                .args(["install", "cargo-fuzz", "--locked"])
+                .env("PATH", exec::path_with_cargo_bin()),
+        )?;
+    }
     mount_tracefs()?;
     step(&format!("set-up complete (LLVM {major})"));
     Ok(())
