@@ -107,6 +107,10 @@ pub fn trace(
     attached: Option<std::sync::mpsc::Sender<()>>,
 ) -> anyhow::Result<stats::Stats> {
     let tracer = loader::load(cfg)?;
+    // The lab builds namespaces and runs iptables while it traces: it keeps its privileges.
+    if cfg.action == flags::Action::Trace {
+        loader::drop_after_attach()?;
+    }
     release_startup_memory();
     for w in &tracer.warnings {
         log::warn!("{w}");

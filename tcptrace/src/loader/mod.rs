@@ -22,6 +22,7 @@ use tcptrace_core::{
 
 use crate::flags::{Config, TracepointMode};
 pub use hooks::HOOKS;
+pub use privilege::{drop_after_attach, reduce_thread_to};
 
 /// The eBPF object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace"));

@@ -263,6 +263,11 @@ impl Tracer {
         tracer
     }
 
+    /// The tracer's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Events parsed so far.
     pub fn events(&self) -> Vec<Value> {
         self.lines
@@ -392,8 +397,24 @@ impl Peer {
         port: u16,
         bytes: usize,
     ) -> Self {
+        Self::start_as(cgroup, &[], ns, role, addr, port, bytes)
+    }
+
+    /// [`Peer::start_in`] with `runner` (e.g. `setpriv --reuid …`) between joining the
+    /// namespace and the peer.
+    pub fn start_as(
+        cgroup: Option<&Cgroup>,
+        runner: &[&str],
+        ns: &str,
+        role: &str,
+        addr: &str,
+        port: u16,
+        bytes: usize,
+    ) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer/peer.py");
-        let args = ["ip", "netns", "exec", ns, "python3", script, role, addr];
+        let mut args = vec!["ip", "netns", "exec", ns];
+        args.extend_from_slice(runner);
+        args.extend_from_slice(&["python3", script, role, addr]);
         let mut child = match cgroup {
             Some(cg) => cg.command(&args),
             None => {
