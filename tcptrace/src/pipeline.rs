@@ -135,6 +135,16 @@ impl<'s, 'f> Pipeline<'s, 'f> {
         &self.table
     }
 
+    /// When `ev`'s socket last changed state (before `ev`), from the connection table or, with
+    /// no sink wanting records, the events' state clock.
+    pub fn last_change_ns(&self, ev: &Event) -> Option<u64> {
+        if self.interest.conns {
+            self.table.last_change_ns(ev)
+        } else {
+            self.clock.last(ev.sk)
+        }
+    }
+
     /// The wall clock records are printed in (replay takes the recording host's).
     pub fn set_clock(&mut self, clock: WallClock) {
         self.ctx.set_clock(clock);
