@@ -28,8 +28,16 @@ fn events_carry_the_sockets_cgroup() {
     let (client_cg, server_cg) = (Cgroup::new("client"), Cgroup::new("server"));
     let port = 9811;
     let tracer = Tracer::start(&["-4"]);
-    let server = Peer::start_in(Some(&server_cg), &net.srv, "serve", &net.srv4, port, 10);
-    let client = Peer::start_in(Some(&client_cg), &net.cli, "send", &net.srv4, port, 20);
+    let server = Peer::start_as(
+        Some(&server_cg),
+        &[],
+        &net.srv,
+        "serve",
+        &net.srv4,
+        port,
+        10,
+    );
+    let client = Peer::start_as(Some(&client_cg), &[], &net.cli, "send", &net.srv4, port, 20);
     let server_pid = u64::from(server.pid());
     assert_eq!(client.finish(), "10");
     assert_eq!(server.finish(), "20");
@@ -81,8 +89,8 @@ fn traced_connection(
 ) -> Vec<Value> {
     let net = NetPair::new();
     let tracer = Tracer::lifecycle(args);
-    let server = Peer::start_in(Some(server_cg), &net.srv, "serve", &net.srv4, port, 10);
-    let client = Peer::start_in(Some(client_cg), &net.cli, "send", &net.srv4, port, 20);
+    let server = Peer::start_as(Some(server_cg), &[], &net.srv, "serve", &net.srv4, port, 10);
+    let client = Peer::start_as(Some(client_cg), &[], &net.cli, "send", &net.srv4, port, 20);
     assert_eq!(client.finish(), "10");
     assert_eq!(server.finish(), "20");
     tracer.wait_for(WAIT, |r| harness::conns(r, port.into()).len() >= expect);
@@ -113,8 +121,16 @@ fn records_name_the_cgroup_and_replay_keeps_it() {
     let net = NetPair::new();
     let port = 9813;
     let tracer = Tracer::start(&["-4"]);
-    let server = Peer::start_in(Some(&server_cg), &net.srv, "serve", &net.srv4, port, 10);
-    let client = Peer::start_in(Some(&client_cg), &net.cli, "send", &net.srv4, port, 20);
+    let server = Peer::start_as(
+        Some(&server_cg),
+        &[],
+        &net.srv,
+        "serve",
+        &net.srv4,
+        port,
+        10,
+    );
+    let client = Peer::start_as(Some(&client_cg), &[], &net.cli, "send", &net.srv4, port, 20);
     assert_eq!(client.finish(), "10");
     assert_eq!(server.finish(), "20");
     tracer.wait_for(WAIT, |e| {
@@ -131,21 +147,8 @@ fn records_name_the_cgroup_and_replay_keeps_it() {
         .collect();
     assert_eq!(lines.len(), 1, "one cgroup line per id: {lines:#?}");
     assert_eq!(lines[0]["path"], client_cg.path.as_str());
-    let file = std::env::temp_dir().join(format!("tcptrace-cgroup-{}.jsonl", std::process::id()));
-    let text: Vec<String> = events.iter().map(|e| e.to_string()).collect();
-    std::fs::write(&file, text.join("\n")).unwrap();
-    let out = harness::tcptrace(&["replay", file.to_str().unwrap(), "--format", "json"]);
-    let text_out = harness::tcptrace(&["replay", file.to_str().unwrap()]);
-    std::fs::remove_file(&file).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replayed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let replayed = harness::json_lines(&harness::replay_events(&events, &["--format", "json"]));
+    let text_out = harness::replay_events(&events, &[]);
     let replayed = harness::conns(&replayed, port.into());
     for (role, cg) in [("client", &client_cg), ("server", &server_cg)] {
         let c = &record(&replayed, role)["cgroup"];
@@ -254,8 +257,16 @@ fn without_file_handles_paths_come_from_a_scan() {
         "--bounding-set=-dac_read_search",
     ];
     let tracer = Tracer::lifecycle_via(&drop, &["-4"]);
-    let server = Peer::start_in(Some(&server_cg), &net.srv, "serve", &net.srv4, port, 10);
-    let client = Peer::start_in(Some(&client_cg), &net.cli, "send", &net.srv4, port, 20);
+    let server = Peer::start_as(
+        Some(&server_cg),
+        &[],
+        &net.srv,
+        "serve",
+        &net.srv4,
+        port,
+        10,
+    );
+    let client = Peer::start_as(Some(&client_cg), &[], &net.cli, "send", &net.srv4, port, 20);
     assert_eq!(client.finish(), "10");
     assert_eq!(server.finish(), "20");
     tracer.wait_for(WAIT, |r| harness::conns(r, port.into()).len() >= 2);

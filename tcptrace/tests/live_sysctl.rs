@@ -93,20 +93,7 @@ fn diagnosis_cites_a_sysctl_changed_after_the_namespace_was_read() {
         .collect();
     assert_eq!(readings.first(), Some(&"6"), "{readings:?}");
     assert_eq!(readings.last(), Some(&"1"), "{readings:?}");
-    let file = std::env::temp_dir().join(format!("tcptrace-sysctl-{}.jsonl", std::process::id()));
-    let text: Vec<String> = stream.iter().map(|e| e.to_string()).collect();
-    std::fs::write(&file, text.join("\n")).unwrap();
-    let out = harness::tcptrace(&["replay", file.to_str().unwrap(), "--format", "json"]);
-    std::fs::remove_file(&file).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replayed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let replayed = harness::json_lines(&harness::replay_events(&stream, &["--format", "json"]));
     let rec = &conns(&replayed, port.into())[0];
     assert_eq!(cited(rec), "1", "{rec:#}");
 }

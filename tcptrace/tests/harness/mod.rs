@@ -385,23 +385,11 @@ pub struct Peer {
 impl Peer {
     /// Starts `peer.py ROLE ADDR PORT [BYTES]` in `ns` and waits for its "ready" line.
     pub fn start(ns: &str, role: &str, addr: &str, port: u16, bytes: usize) -> Self {
-        Self::start_in(None, ns, role, addr, port, bytes)
+        Self::start_as(None, &[], ns, role, addr, port, bytes)
     }
 
-    /// [`Peer::start`] from inside `cgroup` (moved there before it makes its socket).
-    pub fn start_in(
-        cgroup: Option<&Cgroup>,
-        ns: &str,
-        role: &str,
-        addr: &str,
-        port: u16,
-        bytes: usize,
-    ) -> Self {
-        Self::start_as(cgroup, &[], ns, role, addr, port, bytes)
-    }
-
-    /// [`Peer::start_in`] with `runner` (e.g. `setpriv --reuid …`) between joining the
-    /// namespace and the peer.
+    /// [`Peer::start`] from inside `cgroup` (moved there before it makes its socket), with
+    /// `runner` (e.g. `setpriv --reuid …`) between joining the namespace and the peer.
     pub fn start_as(
         cgroup: Option<&Cgroup>,
         runner: &[&str],
@@ -552,4 +540,30 @@ impl Drop for Cgroup {
             thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// `tcptrace replay` of a recorded `--events --format json` stream with `args`.
+pub fn replay_events(events: &[Value], args: &[&str]) -> Output {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let file = std::env::temp_dir().join(format!("tcptrace-rec-{}-{n}.jsonl", std::process::id()));
+    let text: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+    std::fs::write(&file, text.join("\n")).unwrap();
+    let mut all = vec!["replay", file.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = tcptrace(&all);
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The JSON lines of a run's standard output.
+pub fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+        .collect()
 }
