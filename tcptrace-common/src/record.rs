@@ -22,6 +22,12 @@ pub mod hdr_flags {
     pub const NETNS: u8 = 1 << 0;
     /// The addresses and ports are known (a reset sent for an unparsable packet has none).
     pub const ADDRS: u8 = 1 << 1;
+    /// `cgroup` holds the id of the socket's cgroup v2 (full sockets only: request and
+    /// timewait sockets carry none).
+    pub const CGROUP: u8 = 1 << 2;
+    /// The socket's cgroup is the `--cgroup` filter's or one below it (set only while that
+    /// filter is on; the in-kernel filter keeps only such records).
+    pub const IN_CGROUP: u8 = 1 << 3;
 }
 
 /// `IPPROTO_TCP`, as in `sk_protocol` and tracepoint `protocol` fields.
@@ -55,6 +61,10 @@ pub struct Header {
     pub comm: [u8; 16],
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
+    /// The socket's cgroup v2 id (`sk->sk_cgrp_data` → `cgroup->kn->id`, the cgroup
+    /// directory's inode number), valid with [`hdr_flags::CGROUP`]. Taken from the socket,
+    /// which keeps the cgroup of the task that created it (a listener's for accepted ones).
+    pub cgroup: u64,
 }
 
 /// Value of a state byte when the kernel gave none (e.g. classic `inet_sk_error_report`).
@@ -188,10 +198,10 @@ pub struct Note {
 pub const NOTE_STALE_NS: u64 = 10_000_000;
 
 /// Size of every record in the ring buffer.
-pub const RECORD_SIZE: usize = 96;
+pub const RECORD_SIZE: usize = 104;
 
 const _: () = {
-    assert!(core::mem::size_of::<Header>() == 88);
+    assert!(core::mem::size_of::<Header>() == 96);
     assert!(core::mem::size_of::<StateRecord>() == RECORD_SIZE);
     assert!(core::mem::size_of::<RetransmitRecord>() == RECORD_SIZE);
     assert!(core::mem::size_of::<SynAckRecord>() == RECORD_SIZE);

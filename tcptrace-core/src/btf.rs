@@ -1,6 +1,9 @@
-//! A small parser of raw kernel BTF (`/sys/kernel/btf/vmlinux`): resolves struct member offsets
-//! by dotted path (through anonymous structs and unions) and enum values by name, so the eBPF
-//! programs read kernel structs at this kernel's offsets without compiled-in layouts.
+//! A small parser of raw kernel BTF (`/sys/kernel/btf/vmlinux`), the only one that reads the
+//! kernel's BTF: resolves struct member offsets by dotted path (through anonymous structs and
+//! unions), enum values by name and the ids of the `btf_trace_*` typedefs BTF tracepoints
+//! attach by, so the eBPF programs read kernel structs at this kernel's offsets without
+//! compiled-in layouts. A kind newer than this parser ends the parse there instead of failing
+//! it: the types before it stay usable.
 use std::collections::HashMap;
 
 const MAGIC: u16 = 0xeb9f;
@@ -34,8 +37,42 @@ pub enum BtfError {
     Truncated(&'static str),
     #[error("unsupported BTF version {0}")]
     Version(u8),
-    #[error("unknown BTF kind {kind} at type id {id}")]
-    UnknownKind { kind: u32, id: u32 },
+    #[error("BTF of {0} bytes is larger than the {MAX_BYTES} bytes kernel BTF can be")]
+    TooLarge(u64),
+}
+
+/// Largest BTF blob accepted (vmlinux BTF is a few MiB).
+pub const MAX_BYTES: u64 = 64 << 20;
+
+/// Length of the header every BTF blob starts with.
+pub const HEADER_LEN: usize = 24;
+
+/// Where parsing stopped at a kind this parser does not know: types from `id` on are not
+/// visible (their size is unknown, so the next type cannot be found).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownKind {
+    pub kind: u32,
+    pub id: u32,
+}
+
+/// The total length of a BTF blob from its first [`HEADER_LEN`] bytes, so a reader takes
+/// exactly that much (and refuses what is not BTF before reading it).
+pub fn blob_len(header: &[u8]) -> Result<u64, BtfError> {
+    if header.len() < HEADER_LEN {
+        return Err(BtfError::Truncated("header"));
+    }
+    let big_endian = match [header[0], header[1]] {
+        m if u16::from_le_bytes(m) == MAGIC => false,
+        m if u16::from_be_bytes(m) == MAGIC => true,
+        _ => return Err(BtfError::Magic),
+    };
+    let w = |i: usize| u64::from(rd_u32(header, 4 + 4 * i, big_endian).unwrap_or(0));
+    let (hdr_len, type_off, type_len, str_off, str_len) = (w(0), w(1), w(2), w(3), w(4));
+    let len = hdr_len + (type_off + type_len).max(str_off + str_len);
+    if len > MAX_BYTES {
+        return Err(BtfError::TooLarge(len));
+    }
+    Ok(len)
 }
 
 /// Where a member sits inside the outermost struct of a lookup.
@@ -82,6 +119,9 @@ pub struct Btf {
     types: Vec<Type>,
     composites: HashMap<String, u32>,
     enums: HashMap<String, u32>,
+    /// `btf_trace_<tracepoint>` typedefs: what a BTF tracepoint attaches by.
+    trace_typedefs: HashMap<String, u32>,
+    unknown: Option<UnknownKind>,
 }
 
 fn rd_u32(b: &[u8], at: usize, be: bool) -> Option<u32> {
@@ -132,6 +172,8 @@ impl Btf {
             }],
             composites: HashMap::new(),
             enums: HashMap::new(),
+            trace_typedefs: HashMap::new(),
+            unknown: None,
         };
         btf.index()?;
         Ok(btf)
@@ -161,7 +203,10 @@ impl Btf {
                 KIND_ARRAY => 12,
                 KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
                 KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
-                kind => return Err(BtfError::UnknownKind { kind, id }),
+                kind => {
+                    self.unknown = Some(UnknownKind { kind, id });
+                    return Ok(());
+                }
             };
             pos = t.extra + extra_len;
             if pos > len {
@@ -175,6 +220,9 @@ impl Btf {
                 } else if matches!(kind, KIND_ENUM | KIND_ENUM64) {
                     let name = self.name(t.name_off).to_string();
                     self.enums.entry(name).or_insert(id);
+                } else if kind == KIND_TYPEDEF && self.name(t.name_off).starts_with("btf_trace_") {
+                    let name = self.name(t.name_off).to_string();
+                    self.trace_typedefs.entry(name).or_insert(id);
                 }
             }
             self.types.push(t);
@@ -333,6 +381,18 @@ impl Btf {
         Some(out)
     }
 
+    /// The type id of the `btf_trace_<tracepoint>` typedef a BTF tracepoint attaches by.
+    pub fn trace_typedef(&self, tracepoint: &str) -> Option<u32> {
+        self.trace_typedefs
+            .get(&format!("btf_trace_{tracepoint}"))
+            .copied()
+    }
+
+    /// Where parsing stopped at an unknown kind, if it did.
+    pub fn unknown_kind(&self) -> Option<UnknownKind> {
+        self.unknown
+    }
+
     /// Number of types (excluding void).
     pub fn len(&self) -> usize {
         self.types.len() - 1
@@ -341,6 +401,41 @@ impl Btf {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A minimal BTF blob in which each `(id, name)` of `typedefs` is a typedef of that name at
+/// that type id, every other id a placeholder: enough for a loader that finds BTF tracepoint
+/// targets by name and position (aya's), without it parsing the kernel's BTF a second time.
+pub fn typedef_stub(typedefs: &[(u32, &str)]) -> Vec<u8> {
+    let max = typedefs.iter().map(|(id, _)| *id).max().unwrap_or(0);
+    let mut strings = vec![0u8];
+    let mut names = HashMap::new();
+    for (id, name) in typedefs {
+        names.insert(*id, strings.len() as u32);
+        strings.extend_from_slice(name.as_bytes());
+        strings.push(0);
+    }
+    let mut types = Vec::with_capacity(max as usize * 12);
+    for id in 1..=max {
+        // A typedef (to void) where a name is wanted, a pointer to void elsewhere.
+        let (name, kind) = match names.get(&id) {
+            Some(off) => (*off, KIND_TYPEDEF),
+            None => (0, KIND_PTR),
+        };
+        for w in [name, kind << 24, 0] {
+            types.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + types.len() + strings.len());
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.extend_from_slice(&[1, 0]);
+    let (tl, sl) = (types.len() as u32, strings.len() as u32);
+    for w in [HEADER_LEN as u32, 0, tl, tl, sl] {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out.extend_from_slice(&types);
+    out.extend_from_slice(&strings);
+    out
 }
 
 #[cfg(test)]
@@ -543,14 +638,40 @@ mod tests {
             let _ = Btf::parse(&good[..cut]);
         }
         assert_eq!(Btf::parse(&[0, 0, 1, 0]).unwrap_err(), BtfError::Magic);
-        let mut bad_kind = good.clone();
-        // First type's info word: kind 31.
-        bad_kind[24 + 4 + 3] = 31;
-        assert!(matches!(
-            Btf::parse(&bad_kind),
-            Err(BtfError::UnknownKind { .. })
-        ));
         assert!(Btf::parse(&good[..30]).is_err());
+        assert_eq!(blob_len(&good).unwrap(), good.len() as u64);
+        assert_eq!(blob_len(&[0; 24]), Err(BtfError::Magic));
+        let mut huge = good.clone();
+        huge[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(blob_len(&huge), Err(BtfError::TooLarge(_))));
+    }
+
+    #[test]
+    fn a_kind_from_the_future_ends_the_parse_not_the_program() {
+        let mut b = Builder::new();
+        let u32t = b.int("unsigned int", 4);
+        b.composite(KIND_STRUCT, "net", 4, &[("inum", u32t, 0, 0)]);
+        b.typedef("btf_trace_inet_sock_set_state", u32t);
+        // Kind 27 does not exist (yet): its trailing data has a size we cannot know.
+        b.head("future", 27, 3, false, 0);
+        b.w(0xdead_beef);
+        b.composite(KIND_STRUCT, "after", 4, &[("x", u32t, 0, 0)]);
+        let btf = Btf::parse(&b.build()).expect("parsed up to the unknown kind");
+        assert_eq!(btf.member("net", "inum").unwrap().byte_offset, 0);
+        assert_eq!(btf.trace_typedef("inet_sock_set_state"), Some(3));
+        assert_eq!(btf.unknown_kind(), Some(UnknownKind { kind: 27, id: 4 }));
+        assert!(btf.member("after", "x").is_none());
+        assert_eq!(btf.len(), 3);
+    }
+
+    #[test]
+    fn typedef_stub_puts_names_at_their_ids() {
+        let stub = typedef_stub(&[(5, "btf_trace_a"), (2, "btf_trace_b")]);
+        let btf = Btf::parse(&stub).unwrap();
+        assert_eq!(btf.len(), 5);
+        assert_eq!(btf.trace_typedef("a"), Some(5));
+        assert_eq!(btf.trace_typedef("b"), Some(2));
+        assert_eq!(btf.unknown_kind(), None);
     }
 
     #[test]
@@ -574,5 +695,8 @@ mod tests {
         assert!(btf.member("sk_buff", "dev").is_some());
         let reasons = btf.enum_values("sk_rst_reason").unwrap();
         assert!(reasons.contains(&("SK_RST_REASON_NOT_SPECIFIED".to_string(), 0)));
+        assert!(btf.trace_typedef("inet_sock_set_state").is_some());
+        assert_eq!(btf.unknown_kind(), None);
+        assert_eq!(blob_len(&bytes).unwrap(), bytes.len() as u64);
     }
 }

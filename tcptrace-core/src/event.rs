@@ -50,31 +50,6 @@ impl Comm {
     }
 }
 
-/// Why kernel events were lost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LossCause {
-    /// The ring buffer was full when a program tried to write its record.
-    RingFull,
-    /// The kernel skipped a program run because a program was already running on that CPU
-    /// (`recursion_misses`): the event happened, no record of it was written.
-    Recursion,
-}
-
-impl LossCause {
-    pub const ALL: [Self; 2] = [Self::RingFull, Self::Recursion];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::RingFull => "ring_full",
-            Self::Recursion => "recursion",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.name() == s)
-    }
-}
-
 /// Who a reset went to or came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ResetDirection {
@@ -171,6 +146,9 @@ pub struct Event {
     pub sk: u64,
     /// Network namespace inode, when known.
     pub netns: Option<u32>,
+    /// The socket's cgroup v2 id, when known (full sockets with BTF; a SYN-ACK retransmit
+    /// carries its listener's).
+    pub cgroup: Option<u64>,
     pub pid: u32,
     pub tid: u32,
     pub comm: Comm,

@@ -6,16 +6,17 @@
 
 pub mod btf;
 pub mod budget;
+pub mod cgroup;
 pub mod clock;
+pub mod context;
 pub mod decode;
 pub mod diagnose;
 pub mod event;
 pub mod layout;
 pub mod lifecycle;
-pub mod raw_stream;
-pub mod replay;
 pub mod snapshot;
 pub mod state_clock;
 pub mod sysctl;
 pub mod tcp;
 pub mod tp_format;
+pub mod wire;

@@ -51,7 +51,7 @@ fn port_listed(port: u16, n: u8, list: &[u16; MAX_PORTS]) -> bool {
     false
 }
 
-/// Whether the record passes the user's cheap filters (family, ports, pid, netns).
+/// Whether the record passes the user's cheap filters (family, ports, pid, netns, cgroup).
 #[inline(always)]
 pub fn wanted(hdr: &Header) -> bool {
     let family = get!(FILTER.family);
@@ -64,6 +64,9 @@ pub fn wanted(hdr: &Header) -> bool {
     }
     let netns = get!(FILTER.netns);
     if netns != 0 && (hdr.flags & hdr_flags::NETNS == 0 || netns != hdr.netns) {
+        return false;
+    }
+    if get!(FILTER.cgroup) != 0 && hdr.flags & hdr_flags::IN_CGROUP == 0 {
         return false;
     }
     let n_l = get!(FILTER.n_lports);

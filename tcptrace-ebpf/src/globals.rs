@@ -29,6 +29,9 @@ pub static FILTER: Filter = Filter {
     _pad1: 0,
     lports: [0; MAX_PORTS],
     rports: [0; MAX_PORTS],
+    cgroup_level: 0,
+    _pad2: 0,
+    cgroup: 0,
 };
 
 /// When records wake the reader (batching at high rates).

@@ -131,6 +131,8 @@ pub fn tcptrace_btf_synack(ctx: BtfTracePointContext) -> i32 {
     };
     rec.hdr.sk = req;
     sock::fill_from_sock(&mut rec.hdr, req);
+    // A request socket has no cgroup of its own; the child will inherit the listener's.
+    sock::fill_cgroup(&mut rec.hdr, listener);
     submit(&rec, &rec.hdr);
     0
 }

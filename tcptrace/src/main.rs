@@ -2,10 +2,12 @@
 //! loop and maps every failure to one line on stderr and a non-zero exit (a closed output pipe
 //! is a normal end).
 mod augment;
+mod cgroups;
 mod diag;
 mod flags;
 mod lab;
 mod loader;
+mod logging;
 mod namespaces;
 mod pipeline;
 mod replay;
@@ -20,9 +22,9 @@ use clap::Parser as _;
 
 use crate::{
     augment::Augmenter,
-    flags::{Args, Config, Format},
+    flags::{Args, Config},
     pipeline::Pipeline,
-    sink::{JsonSink, Out, RawSink, RenderCtx, Sink, TextSink},
+    sink::Backpressure,
 };
 
 fn clock_ns(id: libc::clockid_t) -> i128 {
@@ -53,22 +55,6 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-fn make_sink(cfg: &Config, ctx: RenderCtx) -> Box<dyn Sink> {
-    match cfg.format {
-        Format::Json => Box::new(JsonSink::new(Out::stdout(), ctx)),
-        Format::Raw => Box::new(RawSink::new(Out::stdout(), ctx)),
-        Format::Text => {
-            let width = if cfg.filter.family == tcptrace_common::AF_INET {
-                15
-            } else {
-                39
-            };
-            let header = cfg.header && cfg.mode == pipeline::Mode::Events;
-            Box::new(TextSink::new(Out::stdout(), ctx, width, header))
-        }
-    }
-}
-
 fn run(cfg: Config) -> anyhow::Result<()> {
     match &cfg.action {
         flags::Action::Sysctl => return sysctl_cmd::run(&cfg),
@@ -76,21 +62,30 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         _ => {}
     }
     if let Some(path) = &cfg.replay {
-        let mut sink = make_sink(&cfg, RenderCtx::default());
+        let mut sinks = sink::build(&cfg, Backpressure::Block)?;
         let mut pipeline = Pipeline::new(
-            cfg.mode,
             cfg.table.clone(),
             cfg.conn_filter.clone(),
-            sink.as_mut(),
+            cfg.diagnose,
+            &mut sinks,
         );
-        pipeline.set_min_severity(cfg.diagnose);
-        let stats = replay::replay(path, &mut pipeline)?;
-        eprintln!("tcptrace: {stats}");
-        return Ok(());
+        let (stats, damage) = replay::replay(path, &mut pipeline)?;
+        return match damage {
+            None => {
+                log::info!("{stats}");
+                Ok(())
+            }
+            Some(e) if is_broken_pipe(&e) => Err(e),
+            // One line: what is wrong, and how much came before it.
+            Some(e) => Err(anyhow::anyhow!(
+                "{e:#} ({} events replayed before it)",
+                stats.total() + stats.facts
+            )),
+        };
     }
-    let mut sink = make_sink(&cfg, RenderCtx::default());
-    let stats = trace(&cfg, sink.as_mut(), None, None)?;
-    eprintln!("tcptrace: {stats}");
+    let mut sinks = sink::build(&cfg, Backpressure::Drop)?;
+    let stats = trace(&cfg, &mut sinks, None, None)?;
+    log::info!("{stats}");
     Ok(())
 }
 
@@ -107,14 +102,18 @@ fn release_startup_memory() {
 /// Loads the tracer and runs the live loop into `sink` until a signal, `--duration`, or `stop`.
 pub fn trace(
     cfg: &Config,
-    sink: &mut dyn Sink,
+    sink: &mut sink::Fanout,
     stop: Option<tokio::sync::oneshot::Receiver<()>>,
     attached: Option<std::sync::mpsc::Sender<()>>,
 ) -> anyhow::Result<stats::Stats> {
     let tracer = loader::load(cfg)?;
+    // The lab builds namespaces and runs iptables while it traces: it keeps its privileges.
+    if cfg.action == flags::Action::Trace {
+        loader::drop_after_attach()?;
+    }
     release_startup_memory();
     for w in &tracer.warnings {
-        eprintln!("tcptrace: warning: {w}");
+        log::warn!("{w}");
     }
     let hooks: Vec<String> = tracer
         .attached
@@ -127,24 +126,26 @@ pub fn trace(
             table.abort_reasons.push(*code);
         }
     }
-    let mut pipeline = Pipeline::new(cfg.mode, table, cfg.conn_filter.clone(), sink);
+    let mut pipeline = Pipeline::new(table, cfg.conn_filter.clone(), cfg.diagnose, sink);
     pipeline.set_clock(wall_clock());
     for (code, name) in &tracer.reset_reasons {
         pipeline.learn_reason(*code, name);
     }
-    pipeline.set_min_severity(cfg.diagnose);
     let hz = diag::kernel_hz();
     pipeline.set_hz(hz);
     let with_netns = tracer.snap_available();
     let mut augment = Augmenter::new(with_netns, cfg.conn_filter.netns.clone(), cfg.filter);
+    augment.set_cgroup_filter(cfg.cgroup.clone());
+    let mut cgroups = cgroups::Cgroups::new();
     let mut namespaces = namespaces::Namespaces::new(
         with_netns && cfg.diagnose.is_some(),
         hz,
         cfg.conn_filter.netns.clone(),
     );
-    eprintln!(
-        "tcptrace: attached {}; tracing (Ctrl-C to stop)",
-        hooks.join(" ")
+    log::info!(
+        "attached {}; {}; tracing (Ctrl-C to stop)",
+        hooks.join(" "),
+        cgroups.describe()
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -154,13 +155,18 @@ pub fn trace(
         &mut pipeline,
         &mut augment,
         &mut namespaces,
-        cfg.duration,
-        stop,
-        attached,
+        &mut cgroups,
+        run::Control {
+            duration: cfg.duration,
+            reopen_on_hup: cfg.output.is_some(),
+            stop,
+            seeded: attached,
+        },
     ))
 }
 
 fn main() -> ExitCode {
+    logging::init(false, log::LevelFilter::Info);
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -172,12 +178,15 @@ fn main() -> ExitCode {
             };
         }
     };
-    let result = Config::from_args(args).and_then(run);
+    let result = Config::from_args(args).and_then(|cfg| {
+        logging::init(cfg.format == flags::Format::Json, cfg.log_level);
+        run(cfg)
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tcptrace: {e:#}");
+            log::error!("{e:#}");
             ExitCode::FAILURE
         }
     }

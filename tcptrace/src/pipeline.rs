@@ -1,28 +1,36 @@
-//! The one path from decoded events to the sink, shared by live tracing and `replay`: in events
-//! mode every event is printed; in lifecycle mode events feed the connection table and each
-//! finished connection that passes the filters is diagnosed and printed. Namespace facts
-//! (sysctls, periodic samples) go to the rules and, in events mode, into the stream so a
-//! recording can be diagnosed again.
-use std::{collections::HashMap, io};
+//! The one path from decoded events to the sinks, shared by live tracing and `replay`. The
+//! pipeline owns the [`Context`] (clock, reset-reason names, recorded namespace facts) and the
+//! counters; it feeds every event to the sinks that want events and to the connection table
+//! when a sink wants records, diagnoses each finished connection that passes the filters
+//! once, and judges namespace samples. Everything a rule uses reaches it as a recorded fact,
+//! so a recording replays into the same output.
+use std::{collections::HashMap, io, net::IpAddr};
 
 use tcptrace_core::{
+    clock::WallClock,
+    context::Context,
     diagnose::{
         self, Diagnosis, Inputs, Severity,
         netns::{NetnsFinding, NetnsSample, NetnsWatch},
     },
-    event::{Event, LossCause},
+    event::Event,
     lifecycle::{Conn, ConnTable, TableConfig},
+    snapshot::SnapLayout,
     state_clock::StateClock,
     sysctl::Sysctls,
     tcp::TcpState,
+    wire::LostCause,
 };
 
-use crate::{sink::Sink, stats::Stats};
+use crate::{
+    sink::{Fact, Fanout, Interest, Sink},
+    stats::Stats,
+};
 
 /// Sockets whose last transition time is remembered for `prev_ms`.
 const STATE_CLOCK_CAPACITY: usize = 1 << 20;
 
-/// What is printed.
+/// What the output shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Every event as it happens.
@@ -51,160 +59,236 @@ impl ConnFilter {
             && self
                 .min_duration_ns
                 .is_none_or(|min| c.duration_ns().is_some_and(|d| d >= min))
-            && (self.netns.is_empty() || c.netns.is_some_and(|ns| self.netns.contains(&ns)))
+            && self.netns_wanted(c.netns)
             && self
                 .owner_pid
                 .is_none_or(|pid| c.owner.is_some_and(|o| o.pid == pid))
     }
+
+    fn netns_wanted(&self, netns: Option<u32>) -> bool {
+        self.netns.is_empty() || netns.is_some_and(|ns| self.netns.contains(&ns))
+    }
 }
 
-pub struct Pipeline<'s> {
-    mode: Mode,
-    pub table: ConnTable,
-    clock: StateClock,
-    pub stats: Stats,
-    filter: ConnFilter,
-    sink: &'s mut dyn Sink,
-    done: Vec<Conn>,
+/// The rules' view of the namespaces: sysctls as last read, and a watch per namespace.
+struct Judge {
     /// Findings below this are not produced (None: no diagnosis at all).
     min_severity: Option<Severity>,
-    /// Each namespace's sysctls, as last read.
     sysctls: HashMap<u32, Sysctls>,
     /// Assumed for namespaces not read (yet).
     fallback: Sysctls,
     watches: HashMap<u32, NetnsWatch>,
-    /// Interface MTU by (netns, local address), when the caller knows it.
-    pub mtus: HashMap<(u32, std::net::IpAddr), u32>,
     diags: Vec<Diagnosis>,
     findings: Vec<NetnsFinding>,
 }
 
-impl<'s> Pipeline<'s> {
-    pub fn new(mode: Mode, table: TableConfig, filter: ConnFilter, sink: &'s mut dyn Sink) -> Self {
+pub struct Pipeline<'s, 'f> {
+    ctx: Context,
+    sink: &'s mut Fanout<'f>,
+    interest: Interest,
+    table: ConnTable,
+    clock: StateClock,
+    stats: Stats,
+    filter: ConnFilter,
+    done: Vec<Conn>,
+    judge: Judge,
+}
+
+impl<'s, 'f> Pipeline<'s, 'f> {
+    /// `min_severity` None: no diagnoses.
+    pub fn new(
+        table: TableConfig,
+        filter: ConnFilter,
+        min_severity: Option<Severity>,
+        sink: &'s mut Fanout<'f>,
+    ) -> Self {
+        let interest = sink.interest();
         Self {
-            mode,
+            ctx: Context::default(),
+            sink,
+            interest,
             table: ConnTable::new(table),
-            clock: StateClock::new(if mode == Mode::Events {
+            clock: StateClock::new(if interest.events {
                 STATE_CLOCK_CAPACITY
             } else {
                 1
             }),
             stats: Stats::default(),
             filter,
-            sink,
             done: Vec::new(),
-            min_severity: Some(Severity::Warning),
-            sysctls: HashMap::new(),
-            fallback: Sysctls::defaults(None),
-            watches: HashMap::new(),
-            mtus: HashMap::new(),
-            diags: Vec::new(),
-            findings: Vec::new(),
+            judge: Judge {
+                min_severity,
+                sysctls: HashMap::new(),
+                fallback: Sysctls::defaults(None),
+                watches: HashMap::new(),
+                diags: Vec::new(),
+                findings: Vec::new(),
+            },
         }
     }
 
-    /// Which findings to produce (None: none).
-    pub fn set_min_severity(&mut self, min: Option<Severity>) {
-        self.min_severity = min;
+    pub fn table(&self) -> &ConnTable {
+        &self.table
     }
 
-    /// The kernel's HZ, for namespaces whose sysctls were not read.
-    pub fn set_hz(&mut self, hz: Option<u32>) {
-        self.fallback.hz = hz;
-    }
-
-    /// A namespace's sysctls were read at `ts_ns`; recorded in events mode.
-    pub fn set_sysctls(&mut self, ts_ns: u64, netns: u32, sysctls: Sysctls) -> io::Result<()> {
-        if self.mode == Mode::Events {
-            self.sink.sysctl(ts_ns, netns, &sysctls)?;
-        }
-        self.sysctls.insert(netns, sysctls);
-        Ok(())
-    }
-
-    /// A periodic look at a namespace: recorded in events mode, judged by the namespace rules.
-    pub fn sample(&mut self, s: &NetnsSample) -> io::Result<()> {
-        if self.mode == Mode::Events {
-            self.sink.sample(s)?;
-        }
-        if self.min_severity.is_none()
-            || (!self.filter.netns.is_empty() && !self.filter.netns.contains(&s.netns))
-        {
-            return Ok(());
-        }
-        let sys = self.sysctls.get(&s.netns).unwrap_or(&self.fallback);
-        self.watches
-            .entry(s.netns)
-            .or_default()
-            .check(s, sys, &mut self.findings);
-        for f in self.findings.drain(..) {
-            if self.min_severity.is_some_and(|m| f.diagnosis.severity >= m) {
-                self.stats.findings += 1;
-                self.sink.finding(&f)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A kernel record as it came, before [`Pipeline::feed`] gets it decoded.
-    pub fn record(
-        &mut self,
-        raw: &[u8],
-        layout: &tcptrace_core::snapshot::SnapLayout,
-    ) -> io::Result<()> {
-        self.sink.record(raw, layout)
-    }
-
-    pub fn feed(&mut self, ev: &Event) -> io::Result<()> {
-        self.stats.count(ev);
-        match self.mode {
-            Mode::Events => {
-                let prev = self.clock.observe(ev);
-                self.sink.event(ev, prev)
-            }
-            Mode::Lifecycle => {
-                self.table.process(ev, &mut self.done);
-                self.emit()
-            }
+    /// When `ev`'s socket last changed state (before `ev`), from the connection table or, with
+    /// no sink wanting records, the events' state clock.
+    pub fn last_change_ns(&self, ev: &Event) -> Option<u64> {
+        if self.interest.conns {
+            self.table.last_change_ns(ev)
+        } else {
+            self.clock.last(ev.sk)
         }
     }
 
-    /// Lets closed connections whose trailing facts are in go out.
-    pub fn advance(&mut self, now_ns: u64) -> io::Result<()> {
-        self.table.advance(now_ns, &mut self.done);
-        self.emit()
-    }
-
-    /// Tracing stops: every tracked connection is printed.
-    pub fn finish(&mut self, now_ns: u64) -> io::Result<()> {
-        self.table.finish_all(now_ns, &mut self.done);
-        self.emit()?;
-        self.stats.table = self.table.stats;
-        self.sink.flush()
+    /// The wall clock records are printed in (replay takes the recording host's).
+    pub fn set_clock(&mut self, clock: WallClock) {
+        self.ctx.set_clock(clock);
     }
 
     /// A reset reason's name: for printing, and to know which resets are aborts in `close()`.
     pub fn learn_reason(&mut self, code: u32, name: &str) {
         self.table.learn_reason(code, name);
-        self.sink
-            .ctx_mut()
-            .reset_reasons
-            .insert(code, name.to_string());
+        self.ctx.learn_reason(code, name);
     }
 
-    /// The wall clock records are printed in (replay takes the recording host's).
-    pub fn set_clock(&mut self, clock: tcptrace_core::clock::WallClock) {
-        self.sink.ctx_mut().clock = clock;
+    /// The kernel's HZ, for namespaces whose sysctls were not read.
+    pub fn set_hz(&mut self, hz: Option<u32>) {
+        self.judge.fallback.hz = hz;
     }
 
-    /// The kernel lost `count` events (noticed at `ts_ns`): counted, recorded, and every
-    /// connection open now is noted as possibly incomplete.
-    pub fn lost(&mut self, ts_ns: u64, count: u64, cause: LossCause) -> io::Result<()> {
+    /// The stream begins at `ts_ns`.
+    pub fn start(&mut self, ts_ns: u64) -> io::Result<()> {
+        self.sink.start(&self.ctx, ts_ns)
+    }
+
+    /// A kernel record as it came, before [`Pipeline::feed`] gets it decoded.
+    pub fn record(&mut self, raw: &[u8], layout: &SnapLayout) -> io::Result<()> {
+        self.sink.record(&self.ctx, raw, layout)
+    }
+
+    /// A kernel record that could not be decoded: counted, the first one reported.
+    pub fn malformed(&mut self, why: &dyn std::fmt::Display) {
+        self.stats.malformed += 1;
+        if self.stats.malformed == 1 {
+            log::warn!("skipping malformed record: {why}");
+        }
+    }
+
+    pub fn feed(&mut self, ev: &Event) -> io::Result<()> {
+        self.stats.count(ev);
+        if self.interest.events {
+            let prev = self.clock.observe(ev);
+            self.sink.event(&self.ctx, ev, prev)?;
+        }
+        if self.interest.conns {
+            self.table.process(ev, &mut self.done);
+            self.emit()?;
+        }
+        Ok(())
+    }
+
+    /// Facts go to the sinks that keep the event stream.
+    fn fact(&mut self, fact: &Fact) -> io::Result<()> {
+        if self.interest.events {
+            self.sink.fact(&self.ctx, fact)?;
+        }
+        Ok(())
+    }
+
+    /// Cgroup `id` is at `path` below the cgroup2 mount (resolved at `ts_ns`): recorded once.
+    pub fn learn_cgroup(&mut self, ts_ns: u64, id: u64, path: &str) -> io::Result<()> {
+        if self.ctx.learn_cgroup(id, path) {
+            self.fact(&Fact::Cgroup { ts_ns, id })?;
+        }
+        Ok(())
+    }
+
+    /// A namespace's sysctls were read at `ts_ns`.
+    pub fn set_sysctls(&mut self, ts_ns: u64, netns: u32, sysctls: Sysctls) -> io::Result<()> {
+        self.fact(&Fact::Sysctls {
+            ts_ns,
+            netns,
+            sysctls: &sysctls,
+        })?;
+        self.judge.sysctls.insert(netns, sysctls);
+        Ok(())
+    }
+
+    /// A namespace's addresses and interface MTUs were read at `ts_ns`.
+    pub fn set_interfaces(
+        &mut self,
+        ts_ns: u64,
+        netns: u32,
+        mtus: &[(IpAddr, u32)],
+    ) -> io::Result<()> {
+        self.fact(&Fact::Interfaces { ts_ns, netns, mtus })?;
+        self.ctx.learn_mtus(netns, mtus);
+        Ok(())
+    }
+
+    /// A periodic look at a namespace: recorded, and judged by the namespace rules.
+    pub fn sample(&mut self, s: &NetnsSample) -> io::Result<()> {
+        self.fact(&Fact::Sample(s))?;
+        let j = &mut self.judge;
+        let Some(min) = j.min_severity else {
+            return Ok(());
+        };
+        if !self.filter.netns_wanted(Some(s.netns)) {
+            return Ok(());
+        }
+        let sys = j.sysctls.get(&s.netns).unwrap_or(&j.fallback);
+        j.watches
+            .entry(s.netns)
+            .or_default()
+            .check(s, sys, &mut j.findings);
+        for f in j.findings.drain(..) {
+            if f.diagnosis.severity >= min {
+                self.stats.findings += 1;
+                self.sink.finding(&self.ctx, &f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `count` kernel events of `cause` were lost (noticed at `ts_ns`): counted, recorded, and
+    /// every connection open now is noted as possibly incomplete.
+    pub fn lost(&mut self, ts_ns: u64, count: u64, cause: LostCause) -> io::Result<()> {
         self.stats.add_lost(cause, count);
-        if self.mode == Mode::Lifecycle {
+        if self.interest.conns {
             self.table.lost();
         }
-        self.sink.lost(ts_ns, count, cause)
+        self.sink.lost(&self.ctx, ts_ns, count, cause)
+    }
+
+    /// State changes the nested-run program caught for the main one, so far.
+    pub fn set_nested_caught(&mut self, n: u64) {
+        self.stats.nested_caught = n;
+    }
+
+    /// sock_diag look-ups skipped so far to stay within their budget.
+    pub fn set_diag_skipped(&mut self, n: u64) {
+        self.stats.diag_skipped = n;
+    }
+
+    /// Lets closed connections whose trailing facts are in go out.
+    pub fn advance(&mut self, now_ns: u64) -> io::Result<()> {
+        if self.interest.conns {
+            self.table.advance(now_ns, &mut self.done);
+            self.emit()?;
+        }
+        Ok(())
+    }
+
+    /// The periodic tick of a live run.
+    pub fn tick(&mut self, now_ns: u64) -> io::Result<()> {
+        self.stats.table = self.table.stats;
+        self.sink.tick(&self.ctx, now_ns, &self.stats)
+    }
+
+    /// The output is to be reopened (log rotation).
+    pub fn reopen(&mut self, now_ns: u64) -> io::Result<()> {
+        self.sink.reopen(&self.ctx, now_ns)
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -212,26 +296,39 @@ impl<'s> Pipeline<'s> {
         self.sink.flush()
     }
 
+    /// The stream ends: every tracked connection goes out, then the sinks finish.
+    pub fn finish(&mut self, now_ns: u64) -> io::Result<Stats> {
+        let emitted = if self.interest.conns {
+            self.table.finish_all(now_ns, &mut self.done);
+            self.emit()
+        } else {
+            Ok(())
+        };
+        self.stats.table = self.table.stats;
+        let finished = self.sink.finish(&self.ctx, now_ns, &self.stats);
+        self.stats.output = self.sink.out_stats();
+        emitted.and(finished).map(|()| self.stats)
+    }
+
     fn emit(&mut self) -> io::Result<()> {
+        let j = &mut self.judge;
         for c in self.done.drain(..) {
             if !self.filter.keep(&c) {
                 continue;
             }
-            self.diags.clear();
-            if let Some(min) = self.min_severity {
+            j.diags.clear();
+            if let Some(min) = j.min_severity {
                 let netns = c.netns.unwrap_or(0);
-                // Reason names live in the sink's rendering context (learned once, shared).
-                let ctx = self.sink.ctx_mut();
                 let inp = Inputs {
-                    sys: self.sysctls.get(&netns).unwrap_or(&self.fallback),
-                    reset_reason: c.cold().reset_reason.and_then(|r| ctx.reason_name(r)),
-                    mtu: self.mtus.get(&(netns, c.laddr)).copied(),
+                    sys: j.sysctls.get(&netns).unwrap_or(&j.fallback),
+                    reset_reason: c.cold().reset_reason.and_then(|r| self.ctx.reason_name(r)),
+                    mtu: self.ctx.mtu(netns, c.laddr),
                 };
-                diagnose::diagnose(&c, &inp, min, &mut self.diags);
-                self.stats.diagnosed += u64::from(!self.diags.is_empty());
+                diagnose::diagnose(&c, &inp, min, &mut j.diags);
+                self.stats.diagnosed += u64::from(!j.diags.is_empty());
             }
             self.stats.conns_printed += 1;
-            self.sink.conn(&c, &self.diags)?;
+            self.sink.conn(&self.ctx, &c, &j.diags)?;
         }
         Ok(())
     }

@@ -1,162 +1,44 @@
 //! `tcptrace replay FILE`: feeds a recorded event stream through the same pipeline as live
 //! tracing: JSON lines (`--events --format json`) or a binary recording (`--format raw`, whose
-//! kernel records go through the live decoder). The recording host's wall clock and reset
-//! reason names come from the stream.
+//! kernel records go through the live decoder), read by `tcptrace_core::wire::reader`. The
+//! recording host's wall clock, reset reason names and namespace facts come from the stream.
+//! A damaged stream is replayed up to the damage, then the damage is one error line.
 use std::{
     fs::File,
     io::{self, BufRead, BufReader},
     path::Path,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 use tcptrace_core::{
     clock::WallClock,
-    decode::decode,
     event::Event,
-    raw_stream::{MAGIC, Tag, read_frame},
-    replay::{Line, Parsed, parse_context, parse_line},
-    snapshot::SnapLayout,
+    wire::{
+        Cold, Line, Parsed,
+        reader::{Item, ReadError, Reader},
+    },
 };
 
 use crate::{pipeline::Pipeline, stats::Stats};
 
-/// Where the stream is, for applying its lines in order.
-struct Replayer<'p, 's> {
-    pipeline: &'p mut Pipeline<'s>,
+/// A loss report larger than this cannot come from a kernel (it exceeds what any ring buffer
+/// sees in a reporting interval): the recording is damaged.
+const MAX_LOST_PER_LINE: u64 = u32::MAX as u64;
+
+/// Where the stream is, for applying its items in order.
+struct Replayer<'p, 's, 'f> {
+    pipeline: &'p mut Pipeline<'s, 'f>,
     have_clock: bool,
+    started: bool,
     last_ts: u64,
 }
 
-impl Replayer<'_, '_> {
-    fn parsed(&mut self, parsed: Parsed) -> io::Result<()> {
-        if let Some(off) = parsed.clock_offset_ns {
-            self.pipeline.set_clock(WallClock { offset_ns: off });
-            self.have_clock = true;
-        }
-        if let Some((code, reason)) = &parsed.reason {
-            self.pipeline.learn_reason(*code, reason);
-        }
-        self.line(parsed.line)
-    }
-
-    fn event(&mut self, ev: &Event) -> io::Result<()> {
-        if ev.ts_ns > self.last_ts {
-            self.pipeline.advance(ev.ts_ns)?;
-            self.last_ts = ev.ts_ns;
-        }
-        self.pipeline.feed(ev)
-    }
-
-    fn line(&mut self, line: Line) -> io::Result<()> {
-        let p = &mut *self.pipeline;
-        match line {
-            Line::Event(ev) => self.event(&ev),
-            Line::Lost {
-                ts_ns,
-                count,
-                cause,
-            } => p.lost(ts_ns, count, cause),
-            Line::Sysctl { netns, sysctls } => p.set_sysctls(self.last_ts, netns, sysctls),
-            Line::NetnsSample(sample) => {
-                if sample.ts_ns > self.last_ts {
-                    p.advance(sample.ts_ns)?;
-                    self.last_ts = sample.ts_ns;
-                }
-                p.sample(&sample)
-            }
-            Line::Other => Ok(()),
-        }
-    }
-}
-
-/// Replays `path` ("-" for stdin) into `pipeline`; a malformed line is an error naming it.
-pub fn replay(path: &Path, pipeline: &mut Pipeline) -> anyhow::Result<Stats> {
-    let mut reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
-        Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock()))
-    } else {
-        let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        Box::new(BufReader::with_capacity(1 << 16, f))
-    };
-    let name = path.display().to_string();
-    let mut r = Replayer {
-        pipeline,
-        have_clock: false,
-        last_ts: 0,
-    };
-    let head = reader
-        .fill_buf()
-        .with_context(|| format!("reading {name}"))?;
-    if head.starts_with(MAGIC) {
-        reader.consume(MAGIC.len());
-        raw(&mut reader, &name, &mut r)?;
-    } else {
-        json_lines(&mut reader, &name, &mut r)?;
-    }
-    let last = r.last_ts;
-    r.pipeline.finish(last)?;
-    Ok(r.pipeline.stats)
-}
-
-fn json_lines(reader: &mut dyn BufRead, name: &str, r: &mut Replayer) -> anyhow::Result<()> {
-    let mut line = String::new();
-    let mut n = 0u64;
-    loop {
-        line.clear();
-        let read = reader
-            .read_line(&mut line)
-            .with_context(|| format!("reading {name}"))?;
-        if read == 0 {
-            return Ok(());
-        }
-        n += 1;
-        let text = line.trim();
-        if text.is_empty() {
-            continue;
-        }
-        match parse_line(text, !r.have_clock) {
-            Ok(p) => r.parsed(p)?,
-            Err(e) => bail!("{name}:{n}: {e}"),
-        }
-    }
-}
-
-fn raw(reader: &mut dyn BufRead, name: &str, r: &mut Replayer) -> anyhow::Result<()> {
-    let mut layout: Option<SnapLayout> = None;
-    let mut payload = Vec::new();
-    let mut n = 0u64;
-    loop {
-        n += 1;
-        let tag = match read_frame(reader, &mut payload) {
-            Ok(Some(t)) => t,
-            Ok(None) => return Ok(()),
-            Err(e) => bail!("{name}: frame {n}: {e}"),
-        };
-        r.frame(tag, &payload, &mut layout)
-            .with_context(|| format!("{name}: frame {n}"))?;
-    }
-}
-
-impl Replayer<'_, '_> {
-    /// One frame of a binary recording; kernel records need the context frame's layout.
-    fn frame(
-        &mut self,
-        tag: Tag,
-        payload: &[u8],
-        layout: &mut Option<SnapLayout>,
-    ) -> anyhow::Result<()> {
-        match tag {
-            Tag::Record => {
-                let Some(snap) = layout.as_ref() else {
-                    bail!("a kernel record before the recording's context");
-                };
-                self.event(&decode(payload, snap)?)?;
-            }
-            Tag::Json => {
-                let parsed = parse_line(std::str::from_utf8(payload)?, !self.have_clock)?;
-                self.parsed(parsed)?;
-            }
-            Tag::Context => {
-                let ctx = parse_context(std::str::from_utf8(payload)?)?;
+impl Replayer<'_, '_, '_> {
+    fn item(&mut self, item: Item) -> anyhow::Result<()> {
+        match item {
+            Item::Parsed(p) => self.parsed(p),
+            Item::Record(ev) => Ok(self.event(&ev)?),
+            Item::Context(ctx) => {
                 self.pipeline.set_clock(WallClock {
                     offset_ns: i128::from(ctx.clock_offset_ns),
                 });
@@ -164,9 +46,127 @@ impl Replayer<'_, '_> {
                 for (code, reason) in &ctx.reset_reasons {
                     self.pipeline.learn_reason(*code, reason);
                 }
-                *layout = Some(ctx.snap);
+                Ok(())
             }
+        }
+    }
+
+    fn parsed(&mut self, parsed: Parsed) -> anyhow::Result<()> {
+        if let Some(off) = parsed.clock_offset_ns {
+            self.pipeline.set_clock(WallClock { offset_ns: off });
+            self.have_clock = true;
+        }
+        match parsed.line {
+            Line::Event { event, reason } => {
+                if let Some((code, name)) = &reason {
+                    self.pipeline.learn_reason(*code, name);
+                }
+                self.event(&event)?;
+            }
+            Line::Cold(cold) => self.cold(cold)?,
+            Line::Other => {}
         }
         Ok(())
     }
+
+    /// The output starts with the first item that has a time (the recording's header).
+    fn start(&mut self, ts_ns: u64) -> io::Result<()> {
+        if !self.started {
+            self.started = true;
+            self.pipeline.start(ts_ns)?;
+        }
+        Ok(())
+    }
+
+    fn to(&mut self, ts_ns: u64) -> io::Result<()> {
+        self.start(ts_ns)?;
+        if ts_ns > self.last_ts {
+            self.pipeline.advance(ts_ns)?;
+            self.last_ts = ts_ns;
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, ev: &Event) -> io::Result<()> {
+        self.to(ev.ts_ns)?;
+        self.pipeline.feed(ev)
+    }
+
+    fn cold(&mut self, cold: Cold) -> anyhow::Result<()> {
+        match cold {
+            Cold::Stream(h) => self.start(h.ts_ns)?,
+            Cold::Lost(l) => {
+                if l.count > MAX_LOST_PER_LINE {
+                    bail!("a loss of {} events in one report is not credible", l.count);
+                }
+                self.start(l.ts_ns)?;
+                self.pipeline.lost(l.ts_ns, l.count, l.cause)?;
+            }
+            Cold::Sysctl(s) => {
+                self.start(s.ts_ns)?;
+                self.pipeline.set_sysctls(s.ts_ns, s.netns, s.sysctls())?;
+            }
+            Cold::Interfaces(i) => {
+                self.start(i.ts_ns)?;
+                self.pipeline.set_interfaces(i.ts_ns, i.netns, &i.mtus())?;
+            }
+            Cold::NetnsSample(s) => {
+                self.to(s.ts_ns)?;
+                self.pipeline.sample(&s.sample())?;
+            }
+            Cold::Cgroup(c) => {
+                self.start(c.ts_ns)?;
+                self.pipeline.learn_cgroup(c.ts_ns, c.id, &c.path)?;
+            }
+            Cold::Log(_) | Cold::SysctlReport(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// `FILE:LINE: what` for JSON lines, `FILE: what` for binary recordings.
+fn located(name: &str, e: ReadError) -> anyhow::Error {
+    if e.at_line() {
+        anyhow!("{name}:{e}")
+    } else {
+        anyhow!("{name}: {e}")
+    }
+}
+
+/// Replays `path` ("-" for stdin) into `pipeline`. A damaged stream is replayed up to the
+/// damage: the counters come back with the error that names it.
+pub fn replay(
+    path: &Path,
+    pipeline: &mut Pipeline,
+) -> anyhow::Result<(Stats, Option<anyhow::Error>)> {
+    let input: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock()))
+    } else {
+        let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Box::new(BufReader::with_capacity(1 << 16, f))
+    };
+    let name = path.display().to_string();
+    let mut reader = Reader::new(input).map_err(|e| located(&name, e))?;
+    let mut r = Replayer {
+        pipeline,
+        have_clock: false,
+        started: false,
+        last_ts: 0,
+    };
+    let damage = loop {
+        match reader.next_item(!r.have_clock) {
+            Ok(Some(item)) => {
+                if let Err(e) = r.item(item) {
+                    // The item was read; what it said could not be applied.
+                    break Some(e.context(format!("{name}{}", reader.position())));
+                }
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(located(&name, e)),
+        }
+    };
+    let last = r.last_ts;
+    r.start(last)?;
+    let stats = r.pipeline.finish(last)?;
+    Ok((stats, damage))
 }

@@ -1,7 +1,8 @@
 //! The live loop: reads the ring buffer through tokio's `AsyncFd`, decodes each record, adds
 //! the sock_diag facts the kernel events imply, feeds the pipeline, reports kernel-side losses
-//! as they happen, and on Ctrl-C/SIGTERM/`--duration` detaches, drains what is left, emits the
-//! connections still open and returns the counters.
+//! as they happen, and on Ctrl-C/SIGTERM/SIGHUP/`--duration` detaches, drains what is left,
+//! emits the connections still open and returns the counters. With `--output FILE`, SIGHUP
+//! reopens the file instead (log rotation).
 use std::{io, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
@@ -13,43 +14,39 @@ use tokio::{
 
 use crate::{
     augment::Augmenter,
+    cgroups::Cgroups,
     loader::{LossCounters, Losses, Tracer},
     monotonic_ns,
     namespaces::Namespaces,
     pipeline::Pipeline,
     stats::Stats,
 };
-use tcptrace_core::{
-    decode::decode,
-    event::{Event, LossCause},
-    snapshot::SnapLayout,
-};
+use tcptrace_core::{decode::decode, event::Event, snapshot::SnapLayout, wire::LostCause};
 
 /// The per-batch state of the reader.
-struct Reader<'p, 's> {
-    pipeline: &'p mut Pipeline<'s>,
+struct Reader<'p, 's, 'f> {
+    pipeline: &'p mut Pipeline<'s, 'f>,
     augment: &'p mut Augmenter,
     namespaces: &'p mut Namespaces,
+    cgroups: &'p mut Cgroups,
     snap: SnapLayout,
     facts: Vec<Event>,
     counters: &'p mut LossCounters,
     loss: LossReport,
 }
 
-impl Reader<'_, '_> {
+impl Reader<'_, '_, '_> {
     fn handle(&mut self, raw: &[u8]) -> io::Result<()> {
         self.pipeline.record(raw, &self.snap)?;
         match decode(raw, &self.snap) {
             Ok(ev) => {
                 self.augment.observe(&ev);
+                self.cgroups.observe(&ev, self.pipeline)?;
                 self.namespaces.observe(&ev, self.pipeline)?;
                 self.pipeline.feed(&ev)
             }
             Err(e) => {
-                self.pipeline.stats.malformed += 1;
-                if self.pipeline.stats.malformed == 1 {
-                    eprintln!("tcptrace: skipping malformed record: {e}");
-                }
+                self.pipeline.malformed(&e);
                 Ok(())
             }
         }
@@ -59,16 +56,21 @@ impl Reader<'_, '_> {
     fn settle(&mut self, tick: bool) -> io::Result<()> {
         let now = monotonic_ns();
         self.augment
-            .resolve(now, tick, &self.pipeline.table, &mut self.facts);
+            .resolve(now, tick, self.pipeline.table(), &mut self.facts);
         for ev in self.facts.drain(..) {
+            self.cgroups.observe(&ev, self.pipeline)?;
             self.namespaces.observe(&ev, self.pipeline)?;
             self.pipeline.feed(&ev)?;
         }
         if tick {
             self.namespaces.tick(now, self.augment, self.pipeline)?;
+            self.cgroups.tick(now, self.pipeline)?;
         }
-        self.pipeline.stats.diag_skipped = self.augment.skipped;
+        self.pipeline.set_diag_skipped(self.augment.skipped);
         self.pipeline.advance(now)?;
+        if tick {
+            self.pipeline.tick(now)?;
+        }
         self.pipeline.flush()
     }
 
@@ -87,9 +89,10 @@ impl Reader<'_, '_> {
 }
 
 /// What the kernel lost, as reported so far.
+#[derive(Default)]
 struct LossReport {
     reported: Losses,
-    /// Counts not yet told on stderr (told at most once a second).
+    /// Counts not yet told on stderr (told at most once a second), by cause.
     untold: [u64; 2],
 }
 
@@ -98,8 +101,8 @@ impl LossReport {
     /// it, records it and notes the connections open now); stderr hears about it on `tell`.
     fn check(&mut self, counters: &mut LossCounters, pipeline: &mut Pipeline) -> io::Result<()> {
         let now = counters.read();
-        pipeline.stats.nested_caught = now.caught;
-        for (i, cause) in LossCause::ALL.into_iter().enumerate() {
+        pipeline.set_nested_caught(now.caught);
+        for (i, cause) in LostCause::ALL.into_iter().enumerate() {
             let delta = now.of(cause).saturating_sub(self.reported.of(cause));
             if delta > 0 {
                 pipeline.lost(monotonic_ns(), delta, cause)?;
@@ -116,36 +119,53 @@ impl LossReport {
     }
 
     fn tell(&mut self) {
-        for (i, cause) in LossCause::ALL.into_iter().enumerate() {
+        for (i, cause) in LostCause::ALL.into_iter().enumerate() {
             let n = std::mem::take(&mut self.untold[i]);
             if n == 0 {
                 continue;
             }
             let why = match cause {
-                LossCause::RingFull => "ring buffer full; a larger --ring-buffer helps",
-                LossCause::Recursion => {
+                LostCause::RingFull => "ring buffer full; a larger --ring-buffer helps",
+                LostCause::Recursion => {
                     "the kernel skipped runs of a program already running on that CPU"
                 }
             };
-            eprintln!("tcptrace: lost {n} events ({why})");
+            log::warn!("lost {n} events ({why})");
         }
     }
+}
+
+/// When and how the loop stops, and who is told that tracing started.
+pub struct Control {
+    /// `--duration`.
+    pub duration: Option<Duration>,
+    /// SIGHUP reopens the output (`--output FILE`) instead of stopping.
+    pub reopen_on_hup: bool,
+    /// Stops the loop when it fires (the lab).
+    pub stop: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Told once the hooks are attached and existing sockets are seeded.
+    pub seeded: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// Runs until a signal, the duration, or a write error (e.g. a closed pipe).
 pub async fn run(
     mut tracer: Tracer,
-    pipeline: &mut Pipeline<'_>,
+    pipeline: &mut Pipeline<'_, '_>,
     augment: &mut Augmenter,
     namespaces: &mut Namespaces,
-    duration: Option<Duration>,
-    stop: Option<tokio::sync::oneshot::Receiver<()>>,
-    seeded: Option<std::sync::mpsc::Sender<()>>,
+    cgroups: &mut Cgroups,
+    control: Control,
 ) -> anyhow::Result<Stats> {
+    let Control {
+        duration,
+        reopen_on_hup,
+        mut stop,
+        seeded,
+    } = control;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let deadline = duration.map(|d| Instant::now() + d);
-    let mut stop = stop;
     let mut tick = interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // With batched wakeups the kernel wakes us only for a full quarter of the buffer; this timer
@@ -163,14 +183,13 @@ pub async fn run(
         pipeline,
         augment,
         namespaces,
+        cgroups,
         snap: tracer.snap,
         facts: Vec::new(),
         counters: &mut tracer.losses,
-        loss: LossReport {
-            reported: Losses::default(),
-            untold: [0; 2],
-        },
+        loss: LossReport::default(),
     };
+    reader.pipeline.start(monotonic_ns())?;
     // Connections that predate tracing (the hooks are attached, so nothing falls in between).
     reader.augment.seed(monotonic_ns(), &mut reader.facts);
     reader.settle(false)?;
@@ -206,6 +225,15 @@ pub async fn run(
             }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
+            _ = sighup.recv() => {
+                if !reopen_on_hup {
+                    break Ok(());
+                }
+                log::info!("SIGHUP: reopening the output");
+                if let Err(e) = reader.pipeline.reopen(monotonic_ns()) {
+                    break Err(e);
+                }
+            }
             _ = async { match stop.as_mut() { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => break Ok(()),
             _ = async { match deadline { Some(d) => sleep_until(d).await, None => std::future::pending().await } } => break Ok(()),
         }
@@ -219,10 +247,11 @@ pub async fn run(
     reader.augment.at_exit(monotonic_ns(), &mut reader.facts);
     let now = monotonic_ns();
     for ev in reader.facts.drain(..) {
+        reader.cgroups.observe(&ev, reader.pipeline)?;
         reader.namespaces.observe(&ev, reader.pipeline)?;
         reader.pipeline.feed(&ev)?;
     }
-    reader.pipeline.finish(now)?;
+    let stats = reader.pipeline.finish(now)?;
     tracer.events = ring;
-    Ok(reader.pipeline.stats)
+    Ok(stats)
 }

@@ -3,9 +3,12 @@
 use std::fmt;
 
 use tcptrace_core::{
-    event::{Event, EventKind, LossCause},
+    event::{Event, EventKind},
     lifecycle::TableStats,
+    wire::LostCause,
 };
+
+use crate::sink::OutStats;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
@@ -17,12 +20,9 @@ pub struct Stats {
     /// Userspace facts from sock_diag (timewait, request_gone, existing).
     pub facts: u64,
     pub malformed: u64,
-    /// Events the kernel lost, all causes.
-    pub lost: u64,
-    /// Of them, records the programs could not write because the ring buffer was full.
-    pub lost_ring_full: u64,
-    /// Of them, events in program runs the kernel skipped (a program already running on that
-    /// CPU).
+    /// Records the kernel could not write (ring buffer full).
+    pub lost_ring: u64,
+    /// Program runs the kernel skipped because one of ours was already running on that CPU.
     pub lost_recursion: u64,
     /// State changes the kernel skipped in the main program but the nested-run program caught.
     pub nested_caught: u64,
@@ -35,6 +35,8 @@ pub struct Stats {
     pub diagnosed: u64,
     /// Namespace-wide findings printed.
     pub findings: u64,
+    /// Output the destination did not take.
+    pub output: OutStats,
 }
 
 impl Stats {
@@ -53,13 +55,18 @@ impl Stats {
         }
     }
 
-    pub fn add_lost(&mut self, cause: LossCause, count: u64) {
-        self.lost = self.lost.saturating_add(count);
-        let by_cause = match cause {
-            LossCause::RingFull => &mut self.lost_ring_full,
-            LossCause::Recursion => &mut self.lost_recursion,
+    /// Adds lost events of a cause (saturating: a recording may claim absurd counts).
+    pub fn add_lost(&mut self, cause: LostCause, count: u64) {
+        let slot = match cause {
+            LostCause::RingFull => &mut self.lost_ring,
+            LostCause::Recursion => &mut self.lost_recursion,
         };
-        *by_cause = by_cause.saturating_add(count);
+        *slot = slot.saturating_add(count);
+    }
+
+    /// Kernel events lost, whatever the cause.
+    pub fn lost(&self) -> u64 {
+        self.lost_ring.saturating_add(self.lost_recursion)
     }
 
     /// Kernel events (not counting userspace facts).
@@ -80,24 +87,10 @@ impl fmt::Display for Stats {
             self.retransmit_failed,
             self.reset,
             self.error,
-            self.lost,
+            self.lost(),
             self.malformed,
             self.facts,
         )?;
-        if self.lost > 0 {
-            write!(
-                f,
-                " (lost: {} ring buffer full, {} in runs the kernel skipped)",
-                self.lost_ring_full, self.lost_recursion
-            )?;
-        }
-        if self.nested_caught > 0 {
-            write!(
-                f,
-                "; {} state changes caught in nested runs",
-                self.nested_caught
-            )?;
-        }
         let t = &self.table;
         if t.finished > 0 || self.conns_printed > 0 {
             write!(
@@ -117,6 +110,30 @@ impl fmt::Display for Stats {
                 self.diagnosed, self.findings
             )?;
         }
+        if self.lost() > 0 {
+            write!(
+                f,
+                " (lost: {} ring buffer full, {} in runs the kernel skipped)",
+                self.lost_ring, self.lost_recursion
+            )?;
+        }
+        if self.nested_caught > 0 {
+            write!(
+                f,
+                "; {} state changes caught in nested runs",
+                self.nested_caught
+            )?;
+        }
+        let o = &self.output;
+        if o.total() > 0 {
+            write!(
+                f,
+                "; {} output lines not written ({} reader stalled, {} write errors)",
+                o.total(),
+                o.stalled,
+                o.failed
+            )?;
+        }
         if self.diag_skipped > 0 {
             write!(
                 f,
@@ -125,5 +142,21 @@ impl fmt::Display for Stats {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_counts_saturate() {
+        let mut s = Stats::default();
+        s.add_lost(LostCause::RingFull, u64::MAX - 1);
+        s.add_lost(LostCause::RingFull, 5);
+        s.add_lost(LostCause::Recursion, u64::MAX);
+        assert_eq!(s.lost_ring, u64::MAX);
+        assert_eq!(s.lost(), u64::MAX);
+        assert!(s.to_string().contains(&format!("{} lost", u64::MAX)));
     }
 }

@@ -1,20 +1,17 @@
 //! `tcptrace sysctl`: the TCP sysctls of one network namespace, what each governs, and the
 //! budgets they imply.
-use std::{
-    io::{self, Write as _},
-    path::PathBuf,
-};
+use std::{io, path::PathBuf};
 
 use anyhow::Context as _;
 use tcptrace_core::{
     diagnose::budgets::budgets,
     sysctl::{KNOBS, Sysctls},
+    wire::{self, Cold, SysctlReport},
 };
 
 use crate::{
     diag::{NetnsPaths, kernel_hz, read_namespace},
     flags::{Config, Format},
-    sink::json::push_str,
 };
 
 /// The namespace asked for: (inode, path to join; None = ours).
@@ -73,39 +70,8 @@ fn text(out: &mut impl io::Write, ns: u32, sys: &Sysctls) -> io::Result<()> {
 
 fn json(out: &mut impl io::Write, ns: u32, sys: &Sysctls) -> io::Result<()> {
     let mut buf = Vec::new();
-    let _ = write!(buf, "{{\"type\":\"sysctl_report\",\"netns\":{ns},\"hz\":");
-    match sys.hz {
-        Some(hz) => {
-            let _ = write!(buf, "{hz}");
-        }
-        None => buf.extend_from_slice(b"null"),
-    }
-    buf.extend_from_slice(b",\"sysctls\":[");
-    for (i, k) in KNOBS.iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        buf.extend_from_slice(b"{\"name\":");
-        push_str(&mut buf, k.name.as_bytes());
-        buf.extend_from_slice(b",\"value\":");
-        match sys.raw(k.name) {
-            Some(v) => push_str(&mut buf, v.as_bytes()),
-            None => buf.extend_from_slice(b"null"),
-        }
-        buf.extend_from_slice(b",\"meaning\":");
-        push_str(&mut buf, k.meaning.as_bytes());
-        buf.push(b'}');
-    }
-    buf.extend_from_slice(b"],\"budgets\":[");
-    for (i, b) in budgets(sys).iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        let _ = write!(buf, "{{\"key\":\"{}\",\"ms\":{},\"text\":", b.key, b.ms);
-        push_str(&mut buf, b.text.as_bytes());
-        buf.push(b'}');
-    }
-    buf.extend_from_slice(b"]}\n");
+    wire::write_cold(&mut buf, &Cold::SysctlReport(SysctlReport::new(ns, sys)));
+    buf.push(b'\n');
     out.write_all(&buf)?;
     out.flush()
 }

@@ -296,8 +296,8 @@ fn ring_buffer_overflow_is_counted_and_reported() {
     }
     use std::io::Read as _;
     let net = NetPair::new();
-    // A tiny ring buffer and a consumer stuck on a full stdout pipe: records must be lost, and
-    // every loss must be reported.
+    // A tiny ring buffer and a consumer that is stopped (SIGSTOP) while the load runs: records
+    // must be lost, and every loss must be reported.
     let (mut child, mut err) = harness::spawn_attached(&[
         "--events",
         "--format",
@@ -307,13 +307,18 @@ fn ring_buffer_overflow_is_counted_and_reported() {
         "-D",
         "20701",
     ]);
+    let pid = child.id().to_string();
+    let signal = |sig: &str| {
+        let _ = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status();
+    };
+    signal("-STOP");
     let script = format!("for i in $(seq 400); do nc -z {} 20701; done", net.srv4);
     let mut load = NetPair::spawn(&net.cli, &["sh", "-c", &script], Stdio::null());
-    assert!(
-        load.wait_timeout(Duration::from_secs(60)),
-        "load did not finish"
-    );
-    let pid = child.id().to_string();
+    let finished = load.wait_timeout(Duration::from_secs(60));
+    signal("-CONT");
+    assert!(finished, "load did not finish");
     let mut out = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -321,9 +326,7 @@ fn ring_buffer_overflow_is_counted_and_reported() {
         s
     });
     std::thread::sleep(Duration::from_millis(1500));
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status();
+    signal("-INT");
     let status = child.wait().unwrap();
     let stdout = reader.join().unwrap();
     let mut stderr = String::new();

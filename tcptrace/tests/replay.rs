@@ -22,7 +22,14 @@ fn replay_rebuilds_the_golden_records() {
         String::from_utf8_lossy(&out.stderr)
     );
     let golden = std::fs::read_to_string(GOLDEN).expect("golden file");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), golden);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The stream header first (schema version), then exactly the golden records.
+    let (head, records) = text.split_once('\n').expect("a header line");
+    let head: serde_json::Value = serde_json::from_str(head).unwrap();
+    assert_eq!(head["type"], "stream");
+    assert_eq!(head["schema"], 1);
+    assert_eq!(head["content"], "records");
+    assert_eq!(records, golden);
 }
 
 #[test]
@@ -62,7 +69,7 @@ fn replay_of_events_reprints_the_stream() {
     let fixture = std::fs::read_to_string(FIXTURE).unwrap();
     let n = |s: &str| {
         s.lines()
-            .filter(|l| !l.contains("\"type\":\"lost\""))
+            .filter(|l| !l.contains("\"type\":\"lost\"") && !l.contains("\"type\":\"stream\""))
             .count()
     };
     assert_eq!(n(&String::from_utf8_lossy(&out.stdout)), n(&fixture));
@@ -147,5 +154,98 @@ fn replay_reports_losses_by_cause_and_notes_the_open_connections() {
     let _ = std::fs::remove_file(&bad);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cause"), "{err}");
+    assert!(err.contains("gremlins") && err.contains(":39:"), "{err}");
+}
+
+/// Runs `tcptrace replay FILE --format json` on `body`.
+fn replay_bytes(name: &str, body: &[u8]) -> std::process::Output {
+    let path = std::env::temp_dir().join(format!("tcptrace-{}-{name}", std::process::id()));
+    std::fs::write(&path, body).unwrap();
+    let out = tcptrace(&["replay", path.to_str().unwrap(), "--format", "json"]);
+    let _ = std::fs::remove_file(&path);
+    out
+}
+
+fn conn_lines(out: &std::process::Output) -> usize {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"type\":\"conn\""))
+        .count()
+}
+
+#[test]
+fn a_truncated_json_recording_replays_up_to_the_cut() {
+    let fixture = std::fs::read(FIXTURE).unwrap();
+    let whole = replay_bytes("whole.jsonl", &fixture);
+    assert!(whole.status.success());
+    let cut = replay_bytes("cut.jsonl", &fixture[..fixture.len() - 50]);
+    let err = String::from_utf8_lossy(&cut.stderr);
+    assert_eq!(cut.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("truncated"), "{err}");
+    // Every complete line went through: all connections but the one whose end was cut off
+    // are rebuilt (that one too, as open when the stream ended).
+    assert_eq!(conn_lines(&cut), conn_lines(&whole), "{err}");
+}
+
+#[test]
+fn a_truncated_raw_recording_replays_up_to_the_cut() {
+    // A binary recording of JSON frames only (userspace facts and events re-printed), which
+    // replay reads like any other.
+    let mut raw = b"tcptrace-raw\0\0\0\x02".to_vec();
+    let text = std::fs::read_to_string(FIXTURE).unwrap();
+    for line in text.lines() {
+        raw.push(2);
+        raw.extend_from_slice(&(line.len() as u32).to_le_bytes());
+        raw.extend_from_slice(line.as_bytes());
+    }
+    let whole = replay_bytes("whole.raw", &raw);
+    assert!(
+        whole.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
+    let cut = replay_bytes("cut.raw", &raw[..raw.len() - 20]);
+    let err = String::from_utf8_lossy(&cut.stderr);
+    assert_eq!(cut.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let frames = text.lines().count();
+    assert!(
+        err.contains(&format!("recording is truncated at frame {frames}")),
+        "{err}"
+    );
+    assert_eq!(conn_lines(&cut), conn_lines(&whole));
+    let newer = replay_bytes("v3.raw", b"tcptrace-raw\0\0\0\x03");
+    let err = String::from_utf8_lossy(&newer.stderr);
+    assert!(
+        err.contains("raw recording version 3 is not supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn endless_or_absurd_input_is_refused_with_bounded_memory() {
+    // /dev/zero is one endless line: refused once it passes the line limit.
+    let start = std::time::Instant::now();
+    let out = tcptrace(&["replay", "/dev/zero"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("longer than"), "{err}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    // A loss count no kernel can produce.
+    let out = replay_bytes(
+        "lost.jsonl",
+        b"{\"type\":\"lost\",\"ts_ns\":1,\"time\":\"2026-11-24T00:00:00.000000Z\",\"count\":18446744073709551615}\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not credible"), "{err}");
+    // A stream from a newer tcptrace.
+    let out = replay_bytes(
+        "schema.jsonl",
+        b"{\"type\":\"stream\",\"ts_ns\":1,\"time\":\"2026-11-24T00:00:00.000000Z\",\"schema\":7,\"tool\":\"tcptrace\",\"version\":\"9.0.0\",\"content\":\"events\"}\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("schema version 7"), "{err}");
 }

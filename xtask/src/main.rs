@@ -34,6 +34,9 @@ enum Task {
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
     },
+    /// The JSON writer comparison of `bench`, alone (run by `bench` in release mode).
+    #[command(hide = true)]
+    BenchWriters,
     /// Hold N loopback connections open (both ends) until stdin closes.
     Hold {
         #[arg(default_value_t = 100_000)]
@@ -113,6 +116,10 @@ fn main() -> ExitCode {
             tcptrace,
         })
         .map(|()| ExitCode::SUCCESS),
+        Task::BenchWriters => {
+            print!("{}", bench::writers());
+            Ok(ExitCode::SUCCESS)
+        }
         Task::Hold { conns } => churn::hold(conns).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -25,6 +25,27 @@ pub fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     ))
 }
 
+/// The replay fuzz target for `secs` seconds, from the committed corpus (new inputs go to a
+/// scratch corpus under `fuzz/target`, so the committed one stays as it is).
+fn fuzz_replay(secs: u32) -> Command {
+    let root = exec::repo_root();
+    let scratch = root.join("fuzz/target/corpus-replay");
+    let _ = std::fs::create_dir_all(&scratch);
+    let mut c = Command::new("cargo");
+    c.current_dir(root.join("fuzz"))
+        .env("PATH", exec::path_with_cargo_bin())
+        .args(["+nightly", "fuzz", "run", "replay"])
+        .arg(&scratch)
+        .arg(root.join("fuzz/corpus/replay"))
+        .args([
+            "--",
+            &format!("-max_total_time={secs}"),
+            "-rss_limit_mb=1024",
+            "-print_final_stats=1",
+        ]);
+    c
+}
+
 /// fmt, clippy and the whole test suite; every stage runs, the summary says which failed.
 pub fn test(skip_lint: bool, extra: &[String]) -> anyhow::Result<ExitCode> {
     setup::setup()?;
@@ -50,6 +71,9 @@ pub fn test(skip_lint: bool, extra: &[String]) -> anyhow::Result<ExitCode> {
         test.arg("--").args(extra);
     }
     stages.push(("cargo test --workspace", test));
+    if extra.is_empty() {
+        stages.push(("fuzz replay (60 s)", fuzz_replay(60)));
+    }
 
     let mut failed = Vec::new();
     for (name, mut cmd) in stages {

@@ -6,6 +6,7 @@ mod close;
 mod handshake;
 pub mod netns;
 mod open;
+pub mod rules;
 #[cfg(test)]
 mod tests;
 
@@ -116,20 +117,11 @@ pub struct Inputs<'a> {
     pub mtu: Option<u32>,
 }
 
-/// Runs every connection rule; findings below `min` are not produced.
+/// Runs every connection rule of [`rules::RULES`] at or above `min`.
 pub fn diagnose(c: &Conn, inp: &Inputs, min: Severity, out: &mut Vec<Diagnosis>) {
-    open::connect_failed(c, inp, out);
-    open::half_open(c, inp, out);
-    open::data_timeout(c, inp, out);
-    open::keepalive(c, inp, out);
-    close::orphan_fin(c, inp, out);
-    close::fin_wait2(c, inp, out);
-    close::reset(c, inp, out);
-    if min <= Severity::Info {
-        handshake::options(c, inp, out);
-        close::time_wait(c, inp, out);
+    for r in rules::RULES.iter().filter(|r| r.severity >= min) {
+        (r.check)(c, inp, out);
     }
-    out.retain(|d| d.severity >= min);
 }
 
 /// Values within `max(abs_ms, pct %)` of each other.

@@ -21,7 +21,7 @@ pub const TCPEXT_COUNTERS: [&str; 6] = [
 ];
 
 /// A listening socket and its accept queue.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Listener {
     pub addr: IpAddr,
     pub port: u16,

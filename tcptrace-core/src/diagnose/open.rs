@@ -34,37 +34,51 @@ fn add_user_timeout(d: &mut Diagnosis, ut: Option<u64>) {
 }
 
 /// Active opens that never reached ESTABLISHED: SYN timeout, refusal, no local port.
-pub fn connect_failed(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
-    if c.role != Role::Client || c.visited(TcpState::ESTABLISHED) || c.end.is_none() {
+/// A connect that ended without ever being established.
+fn failed_connect(c: &Conn) -> Option<End> {
+    if c.role != Role::Client || c.visited(TcpState::ESTABLISHED) {
+        return None;
+    }
+    c.end
+}
+
+/// `connect()` timed out: SYN retransmits until the budget ran out.
+pub fn connect_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
+    if failed_connect(c) == Some(End::Timeout) {
+        syn_timeout(c, inp.sys, out);
+    }
+}
+
+/// `connect()` was answered with a RST.
+pub fn refused(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
+    if failed_connect(c) != Some(End::Refused) {
         return;
     }
-    match c.end {
-        Some(End::Timeout) => syn_timeout(c, inp.sys, out),
-        Some(End::Refused) => {
-            let mut d = Diagnosis::new("refused", Severity::Warning, inp.sys);
-            d.observed.push((
-                "resets_received",
-                u32::from(c.cold().resets_received).into(),
-            ));
-            if let Some(e) = c.cold().error {
-                d.observed.push(("error", Value::Int(i64::from(e))));
-            }
-            d.message = format!(
-                "connect() to {} was refused: the peer answered the SYN with a RST (ECONNREFUSED). \
-                 Nothing listens on that port there, or a firewall rejects it with tcp-reset.",
-                peer(c)
-            );
-            out.push(d);
-        }
-        Some(End::Aborted)
-            if c.lport == 0
-                && c.cold().retransmits.total == 0
-                && c.cold().error.is_none()
-                && c.state() == Some(TcpState::CLOSE) =>
-        {
-            no_local_port(c, inp.sys, out)
-        }
-        _ => {}
+    let mut d = Diagnosis::new("refused", Severity::Warning, inp.sys);
+    d.observed.push((
+        "resets_received",
+        u32::from(c.cold().resets_received).into(),
+    ));
+    if let Some(e) = c.cold().error {
+        d.observed.push(("error", Value::Int(i64::from(e))));
+    }
+    d.message = format!(
+        "connect() to {} was refused: the peer answered the SYN with a RST (ECONNREFUSED). \
+         Nothing listens on that port there, or a firewall rejects it with tcp-reset.",
+        peer(c)
+    );
+    out.push(d);
+}
+
+/// `connect()` failed before any SYN: no local port was free for the destination.
+pub fn local_port_exhausted(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
+    if failed_connect(c) == Some(End::Aborted)
+        && c.lport == 0
+        && c.cold().retransmits.total == 0
+        && c.cold().error.is_none()
+        && c.state() == Some(TcpState::CLOSE)
+    {
+        no_local_port(c, inp.sys, out)
     }
 }
 

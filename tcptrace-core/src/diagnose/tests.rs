@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::*;
 use crate::{
     lifecycle::{ConnTable, TableConfig},
-    replay::{Line, parse_line},
     sysctl::{self as sc, Sysctls},
+    wire::{Cold, Line, parse_line},
 };
 
 const NETNS_SCENARIOS: &str = include_str!("../../tests/fixtures/netns_scenarios.jsonl");
@@ -20,13 +20,13 @@ fn replay(text: &str) -> (Vec<Conn>, HashMap<u32, Sysctls>) {
     let mut last = 0;
     for l in text.lines() {
         match parse_line(l, false).expect("fixture line").line {
-            Line::Event(e) => {
+            Line::Event { event: e, .. } => {
                 t.advance(e.ts_ns, &mut out);
                 t.process(&e, &mut out);
                 last = e.ts_ns;
             }
-            Line::Sysctl { netns, sysctls } => {
-                sys.insert(netns, sysctls);
+            Line::Cold(Cold::Sysctl(s)) => {
+                sys.insert(s.netns, s.sysctls());
             }
             _ => {}
         }
@@ -253,4 +253,45 @@ fn recorded_data_timeout() {
     assert_eq!(d.sysctl[0], (sc::RETRIES2, "3".to_string()));
     assert!(d.expected.contains(&("budget_ms", 3000u64.into())));
     assert_eq!(d.agrees, Some(true), "{}", d.message);
+}
+
+#[test]
+fn every_finding_comes_from_its_registered_rule_at_its_severity() {
+    let mut seen = std::collections::BTreeSet::new();
+    for text in [
+        NETNS_SCENARIOS,
+        LAB_FIN_WAIT2,
+        LAB_KEEPALIVE_OVERRIDE,
+        LAB_DATA_TIMEOUT,
+    ] {
+        let (conns, sys) = replay(text);
+        for c in &conns {
+            let s = sys
+                .get(&c.netns.unwrap_or(0))
+                .cloned()
+                .unwrap_or_else(|| Sysctls::defaults(None));
+            for d in diagnosed(c, &s, None) {
+                let r = rules::RULES
+                    .iter()
+                    .find(|r| r.id == d.rule)
+                    .unwrap_or_else(|| panic!("{} is not in the registry", d.rule));
+                assert_eq!(r.severity, d.severity, "{}", d.rule);
+                seen.insert(d.rule);
+            }
+        }
+    }
+    // The recordings exercise most rules; each of these fired at least once.
+    for id in [
+        "connect_timeout",
+        "refused",
+        "reset",
+        "handshake",
+        "time_wait",
+    ] {
+        assert!(seen.contains(id), "{id} never fired: {seen:?}");
+    }
+    let mut ids: Vec<&str> = rules::RULES.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), rules::RULES.len(), "rule ids are unique");
 }

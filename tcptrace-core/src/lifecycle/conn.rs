@@ -262,6 +262,8 @@ pub struct Conn {
     pub id: u64,
     pub sk: u64,
     pub netns: Option<u32>,
+    /// The socket's cgroup v2 id, from the first event that carried one.
+    pub cgroup: Option<std::num::NonZeroU64>,
     pub family: Family,
     pub laddr: IpAddr,
     pub lport: u16,
@@ -290,6 +292,7 @@ impl Conn {
             id,
             sk: ev.sk,
             netns: ev.netns,
+            cgroup: ev.cgroup.and_then(std::num::NonZeroU64::new),
             family: ev.family,
             laddr: ev.laddr,
             lport: ev.lport,
@@ -336,6 +339,9 @@ impl Conn {
         }
         if self.netns.is_none() {
             self.netns = ev.netns;
+        }
+        if self.cgroup.is_none() {
+            self.cgroup = ev.cgroup.and_then(std::num::NonZeroU64::new);
         }
     }
 

@@ -128,6 +128,12 @@ impl ConnTable {
         }
     }
 
+    /// When the live connection of `ev`'s socket last changed state (what a re-read of its
+    /// namespace's sysctls must be newer than when it ends).
+    pub fn last_change_ns(&self, ev: &Event) -> Option<u64> {
+        self.live.get(&SockKey::of(ev))?.visits.last()?.since_ns
+    }
+
     pub fn config(&self) -> &TableConfig {
         &self.cfg
     }

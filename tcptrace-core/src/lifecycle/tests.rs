@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::*;
 use crate::{
     event::{Event, EventKind},
-    replay::{Line, parse_line},
     tcp::TcpState,
+    wire::{Line, parse_line},
 };
 
 const FIXTURE: &str = include_str!("../../tests/fixtures/netns_scenarios.jsonl");
@@ -16,7 +16,7 @@ fn events() -> Vec<Event> {
     FIXTURE
         .lines()
         .filter_map(|l| match parse_line(l, false).expect("fixture line").line {
-            Line::Event(e) => Some(e),
+            Line::Event { event: e, .. } => Some(e),
             _ => None,
         })
         .collect()

@@ -39,6 +39,15 @@ pub enum DiagnoseArg {
     Off,
 }
 
+/// Levels of the daemon's own messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevelArg {
+    Error,
+    Warning,
+    Info,
+    Debug,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -134,6 +143,11 @@ pub struct Args {
     #[arg(short = 'N', long = "netns", value_name = "INODE|PATH", global = true)]
     pub netns: Option<String>,
 
+    /// Only sockets made in this cgroup v2 or below it (a service's, a container's): a
+    /// directory under the cgroup2 mount, in full or below it (/system.slice/nginx.service).
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroup: Option<String>,
+
     /// Ring buffer size in bytes (power of two, suffixes K/M allowed).
     #[arg(long = "ring-buffer", value_name = "BYTES", default_value = "4M")]
     pub ring_buffer: String,
@@ -149,8 +163,10 @@ pub struct Args {
     pub tracepoints: TracepointsArg,
 
     /// Kernel BTF to read struct offsets from ("none" to run without BTF).
-    #[arg(long, value_name = "PATH", default_value = "/sys/kernel/btf/vmlinux")]
-    pub btf: PathBuf,
+    /// [default: /sys/kernel/btf/vmlinux, falling back to classic tracepoints without it;
+    /// a PATH given here must be readable BTF]
+    #[arg(long, value_name = "PATH")]
+    pub btf: Option<PathBuf>,
 
     /// Which diagnoses to attach to records: info, warning (default), error or off.
     #[arg(
@@ -161,6 +177,23 @@ pub struct Args {
         global = true
     )]
     pub diagnose: DiagnoseArg,
+
+    /// Append the output to FILE instead of standard output; SIGHUP reopens it (log
+    /// rotation). A full disk or a write error does not stop tracing: what could not be
+    /// written is counted and reported.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// The daemon's own messages on stderr from this level up (JSON lines when the output is
+    /// JSON).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "LEVEL",
+        default_value = "info",
+        global = true
+    )]
+    pub log_level: LogLevelArg,
 
     /// Do not print the column header (text format).
     #[arg(long, global = true)]

@@ -6,8 +6,11 @@ use tcptrace_common::{AF_INET, AF_INET6, Filter, MAX_PORTS};
 
 use tcptrace_core::{diagnose::Severity, lifecycle::TableConfig, tcp::TcpState};
 
-use super::args::{Args, Command, DiagnoseArg, FormatArg, TracepointsArg};
+use super::args::{Args, Command, DiagnoseArg, FormatArg, LogLevelArg, TracepointsArg};
 use crate::pipeline::{ConnFilter, Mode};
+
+/// Where the running kernel's BTF is.
+pub const DEFAULT_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +41,8 @@ pub struct Config {
     pub tracepoints: TracepointMode,
     /// `None`: run without BTF.
     pub btf: Option<PathBuf>,
+    /// The BTF path was given (`--btf PATH`): it must be usable, no fallback.
+    pub btf_explicit: bool,
     pub header: bool,
     pub mode: Mode,
     pub conn_filter: ConnFilter,
@@ -50,6 +55,12 @@ pub struct Config {
     pub action: Action,
     /// `-p PID` as given (for `sysctl`: whose namespace).
     pub pid: Option<u32>,
+    /// `--output FILE`: append there instead of standard output.
+    pub output: Option<PathBuf>,
+    /// The daemon's own messages from this level up.
+    pub log_level: log::LevelFilter,
+    /// `--cgroup PATH`: applied in the kernel (its id and depth are in `filter`).
+    pub cgroup: Option<crate::cgroups::CgroupFilter>,
 }
 
 /// What the invocation asks for.
@@ -108,19 +119,33 @@ impl Config {
             filter.netns = netns_inode(ns)?;
             conn_filter.netns = vec![filter.netns];
         }
+        let cgroup = match &args.cgroup {
+            Some(spec) => {
+                let f = crate::cgroups::CgroupFilter::parse(spec)?;
+                filter.cgroup = f.id;
+                filter.cgroup_level = f.level;
+                Some(f)
+            }
+            None => None,
+        };
         if args.format == FormatArg::Raw {
             if !args.events || args.command.is_some() {
                 bail!(
                     "--format raw records the live event stream: use it with --events (replay prints text or json)"
                 );
             }
-            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            if args.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                 bail!(
                     "--format raw writes binary data: redirect standard output to a file or pipe"
                 );
             }
         }
-        let btf = (args.btf.as_os_str() != "none").then_some(args.btf);
+        let btf_explicit = args.btf.is_some();
+        let btf = match args.btf {
+            Some(p) if p.as_os_str() == "none" => None,
+            Some(p) => Some(p),
+            None => Some(PathBuf::from(DEFAULT_BTF)),
+        };
         let tracepoints = match args.tracepoints {
             TracepointsArg::Auto => TracepointMode::Auto,
             TracepointsArg::Btf => TracepointMode::Btf,
@@ -128,6 +153,9 @@ impl Config {
         };
         if btf.is_none() && tracepoints == TracepointMode::Btf {
             bail!("--tracepoints btf needs kernel BTF, but --btf none was given");
+        }
+        if btf.is_none() && cgroup.is_some() {
+            bail!("--cgroup needs kernel BTF to read a socket's cgroup, but --btf none was given");
         }
         if btf.is_none() && filter.netns != 0 {
             bail!(
@@ -149,6 +177,7 @@ impl Config {
             },
             tracepoints,
             btf,
+            btf_explicit,
             header: !args.no_header,
             mode,
             conn_filter,
@@ -173,6 +202,14 @@ impl Config {
                 Some(Command::Lab { scenario }) => Action::Lab(scenario),
             },
             pid: args.pid,
+            output: args.output,
+            cgroup,
+            log_level: match args.log_level {
+                LogLevelArg::Error => log::LevelFilter::Error,
+                LogLevelArg::Warning => log::LevelFilter::Warn,
+                LogLevelArg::Info => log::LevelFilter::Info,
+                LogLevelArg::Debug => log::LevelFilter::Debug,
+            },
         })
     }
 }

@@ -9,66 +9,40 @@ use std::{io, sync::mpsc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use tcptrace_core::{
-    diagnose::{
-        Diagnosis, Severity,
-        netns::{NetnsFinding, NetnsSample},
-    },
-    event::Event,
+    context::Context,
+    diagnose::{Diagnosis, Severity, netns::NetnsFinding},
     lifecycle::Conn,
-    sysctl::Sysctls,
 };
 
 use crate::{
     flags::Config,
-    make_sink,
     pipeline::Mode,
-    sink::{RenderCtx, Sink},
+    sink::{self, Backpressure, Interest, Sink},
 };
 use net::{Lab, Side};
 use scenarios::{SCENARIOS, Scenario};
 
-/// Passes everything to the real sink and remembers which rules fired where.
+/// Remembers which rules fired where: (netns, rule, agrees, namespace-wide). One more sink
+/// beside the output.
 struct Recorder<'a> {
-    inner: &'a mut dyn Sink,
-    /// (netns, rule, agrees, namespace-wide)
-    seen: Vec<(u32, &'static str, Option<bool>, bool)>,
+    seen: &'a mut Vec<(u32, &'static str, Option<bool>, bool)>,
 }
 
 impl Sink for Recorder<'_> {
-    fn event(&mut self, ev: &Event, prev_ns: Option<u64>) -> io::Result<()> {
-        self.inner.event(ev, prev_ns)
+    fn interest(&self) -> Interest {
+        Interest::CONNS
     }
-    fn conn(&mut self, c: &Conn, diagnosis: &[Diagnosis]) -> io::Result<()> {
-        for d in diagnosis {
+    fn conn(&mut self, _ctx: &Context, c: &Conn, diagnoses: &[Diagnosis]) -> io::Result<()> {
+        for d in diagnoses {
             self.seen
                 .push((c.netns.unwrap_or(0), d.rule, d.agrees, false));
         }
-        self.inner.conn(c, diagnosis)
+        Ok(())
     }
-    fn finding(&mut self, f: &NetnsFinding) -> io::Result<()> {
+    fn finding(&mut self, _ctx: &Context, f: &NetnsFinding) -> io::Result<()> {
         self.seen
             .push((f.netns, f.diagnosis.rule, f.diagnosis.agrees, true));
-        self.inner.finding(f)
-    }
-    fn sysctl(&mut self, ts_ns: u64, netns: u32, s: &Sysctls) -> io::Result<()> {
-        self.inner.sysctl(ts_ns, netns, s)
-    }
-    fn sample(&mut self, s: &NetnsSample) -> io::Result<()> {
-        self.inner.sample(s)
-    }
-    fn lost(
-        &mut self,
-        ts_ns: u64,
-        count: u64,
-        cause: tcptrace_core::event::LossCause,
-    ) -> io::Result<()> {
-        self.inner.lost(ts_ns, count, cause)
-    }
-    fn ctx_mut(&mut self) -> &mut RenderCtx {
-        self.inner.ctx_mut()
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        Ok(())
     }
 }
 
@@ -97,19 +71,18 @@ pub fn run(cfg: &Config, name: Option<&str>) -> anyhow::Result<()> {
     if cfg.diagnose.is_none_or(|d| d > Severity::Info) {
         cfg.diagnose = Some(Severity::Info);
     }
-    eprintln!(
-        "tcptrace lab: {} [{}]: {}; server netns {srv} ({}), client netns {cli} ({})",
+    log::info!(
+        target: "lab",
+        "{} [{}]: {}; server netns {srv} ({}), client netns {cli} ({})",
         sc.name,
         sc.article,
         sc.what,
         net::SRV4,
         net::CLI4
     );
-    let mut sink = make_sink(&cfg, RenderCtx::default());
-    let mut rec = Recorder {
-        inner: sink.as_mut(),
-        seen: Vec::new(),
-    };
+    let mut seen = Vec::new();
+    let mut sinks = sink::build(&cfg, Backpressure::Drop)?;
+    sinks.push(Box::new(Recorder { seen: &mut seen }));
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let outcome = std::thread::scope(|scope| {
@@ -124,21 +97,22 @@ pub fn run(cfg: &Config, name: Option<&str>) -> anyhow::Result<()> {
             let _ = stop_tx.send(());
             r
         });
-        let traced = crate::trace(&cfg, &mut rec, Some(stop_rx), Some(ready_tx));
+        let traced = crate::trace(&cfg, &mut sinks, Some(stop_rx), Some(ready_tx));
         let acted = actor
             .join()
             .map_err(|_| anyhow::anyhow!("lab actor panicked"))?;
         traced.map(|stats| (stats, acted))
     });
     let (stats, acted) = outcome?;
+    drop(sinks);
     acted.with_context(|| format!("scenario {}", sc.name))?;
-    eprintln!("tcptrace: {stats}");
+    log::info!("{stats}");
     if cfg.mode == Mode::Events {
         // A recording: its diagnoses come when it is replayed.
-        eprintln!("tcptrace lab: events recorded; `tcptrace replay` explains them");
+        log::info!(target: "lab", "events recorded; `tcptrace replay` explains them");
         return Ok(());
     }
-    verify(sc, &rec.seen, srv, cli)
+    verify(sc, &seen, srv, cli)
 }
 
 fn verify(
@@ -160,8 +134,9 @@ fn verify(
             (false, true) => "explained",
             (false, false) => "explained, but DISAGREES with the kernel's arithmetic",
         };
-        eprintln!(
-            "tcptrace lab: {} {}: {} ({})",
+        log::info!(
+            target: "lab",
+            "{} {}: {} ({})",
             e.side.name(),
             if e.netns_wide {
                 "namespace"

@@ -9,7 +9,7 @@ use aya::{
     programs::ProgramFd,
 };
 use tcptrace_common::Nested;
-use tcptrace_core::event::LossCause;
+use tcptrace_core::wire::LostCause as LossCause;
 
 use super::prog_info;
 

@@ -16,7 +16,7 @@ use aya::{
 };
 use tcptrace_common::{self as abi, KernelOffsets, SnapPlan, TpLayout};
 use tcptrace_core::{
-    btf::Btf,
+    btf::{self, Btf},
     layout,
     snapshot::{self, SnapLayout},
     tp_format,
@@ -25,6 +25,7 @@ use tcptrace_core::{
 use crate::flags::{Config, TracepointMode};
 pub use hooks::HOOKS;
 pub use losses::{LossCounters, Losses};
+pub use privilege::{drop_after_attach, reduce_thread_to};
 
 /// The eBPF object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace"));
@@ -65,6 +66,8 @@ pub struct Tracer {
 }
 
 struct KernelInfo {
+    /// What aya needs of the kernel's BTF to attach BTF tracepoints: the ids of their
+    /// `btf_trace_*` typedefs, in a stub (the kernel's BTF is parsed once, by tcptrace-core).
     aya_btf: Option<aya::Btf>,
     offsets: KernelOffsets,
     snap_plan: SnapPlan,
@@ -84,14 +87,22 @@ fn kernel_info(cfg: &Config, warnings: &mut Vec<String>) -> anyhow::Result<Kerne
     };
     if let Some(path) = &cfg.btf {
         match read_btf(path) {
-            Ok((btf, aya_btf)) => {
+            Ok(btf) => {
+                if let Some(u) = btf.unknown_kind() {
+                    warnings.push(format!(
+                        "kernel BTF {}: kind {} at type {} is newer than this tcptrace; types from there on are not used",
+                        path.display(),
+                        u.kind,
+                        u.id
+                    ));
+                }
                 info.offsets = layout::kernel_offsets(&btf)
                     .map_err(|e| anyhow!("kernel BTF at {}: {e}", path.display()))?;
                 info.reset_reasons = layout::rst_reason_names(&btf);
                 (info.snap_plan, info.snap) = snapshot::plan(&btf);
-                info.aya_btf = Some(aya_btf);
+                info.aya_btf = Some(tracepoint_btf(&btf)?);
             }
-            Err(e) if cfg.tracepoints == TracepointMode::Btf => return Err(e),
+            Err(e) if cfg.tracepoints == TracepointMode::Btf || cfg.btf_explicit => return Err(e),
             Err(e) => warnings.push(format!(
                 "{e}; using classic tracepoints without namespaces or segment flags"
             )),
@@ -119,13 +130,36 @@ fn kernel_info(cfg: &Config, warnings: &mut Vec<String>) -> anyhow::Result<Kerne
     Ok(info)
 }
 
-fn read_btf(path: &Path) -> anyhow::Result<(Btf, aya::Btf)> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read kernel BTF {}", path.display()))?;
-    let btf = Btf::parse(&bytes).map_err(|e| anyhow!("kernel BTF {}: {e}", path.display()))?;
-    let aya_btf = aya::Btf::parse_file(path, Endianness::default())
-        .map_err(|e| anyhow!("kernel BTF {}: {e}", path.display()))?;
-    Ok((btf, aya_btf))
+/// Reads and parses kernel BTF: the header first, then exactly the blob it announces, so a
+/// file that is not BTF (or a device that never ends) is refused before it is read.
+fn read_btf(path: &Path) -> anyhow::Result<Btf> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot read kernel BTF {shown}"))?;
+    let mut bytes = vec![0u8; btf::HEADER_LEN];
+    f.read_exact(&mut bytes)
+        .with_context(|| format!("kernel BTF {shown}: shorter than a BTF header"))?;
+    let len = btf::blob_len(&bytes).map_err(|e| anyhow!("kernel BTF {shown}: {e}"))?;
+    f.take(len - btf::HEADER_LEN as u64)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read kernel BTF {shown}"))?;
+    Btf::parse(&bytes).map_err(|e| anyhow!("kernel BTF {shown}: {e}"))
+}
+
+/// The BTF aya attaches BTF tracepoints with: a stub holding just their typedefs, at the ids
+/// the kernel gave them.
+fn tracepoint_btf(btf: &Btf) -> anyhow::Result<aya::Btf> {
+    let ids: Vec<(u32, String)> = HOOKS
+        .iter()
+        .filter_map(|h| {
+            btf.trace_typedef(h.tracepoint)
+                .map(|id| (id, format!("btf_trace_{}", h.tracepoint)))
+        })
+        .collect();
+    let named: Vec<(u32, &str)> = ids.iter().map(|(id, n)| (*id, n.as_str())).collect();
+    aya::Btf::parse(&btf::typedef_stub(&named), Endianness::default())
+        .map_err(|e| anyhow!("building the tracepoint BTF: {e}"))
 }
 
 impl Tracer {
@@ -151,10 +185,18 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
     let mut warnings = Vec::new();
     let info = kernel_info(cfg, &mut warnings)?;
 
+    if cfg.filter.cgroup != 0
+        && layout::CgroupSupport::of(&info.offsets) != layout::CgroupSupport::Filter
+    {
+        bail!(
+            "--cgroup: this kernel's BTF does not show where a socket's cgroup and its ancestors are"
+        );
+    }
     let wakeup = wakeup(cfg);
     let mut loader = EbpfLoader::new();
     loader
-        .btf(info.aya_btf.as_ref())
+        // The programs read kernel structs at offsets set as globals: no CO-RE relocation.
+        .btf(None)
         .override_global(abi::FILTER_GLOBAL, &cfg.filter, true)
         .override_global(abi::OFFSETS_GLOBAL, &info.offsets, true)
         .override_global(abi::SNAP_GLOBAL, &info.snap_plan, true)

@@ -1,43 +1,43 @@
 //! `--events --format raw`: a binary recording for `replay` (format in
-//! [`tcptrace_core::raw_stream`]). Kernel records are written as the ring buffer held them;
-//! userspace facts, sysctls, samples and losses as the JSON lines `--format json` would print.
-use std::io::{self, Write};
+//! `tcptrace_core::wire::raw`). Kernel records are written as the ring buffer held them;
+//! userspace facts, namespace facts and losses as the JSON lines `--format json` would print.
+use std::io;
 
 use tcptrace_core::{
-    diagnose::{
-        Diagnosis,
-        netns::{NetnsFinding, NetnsSample},
-    },
-    event::{Event, EventKind, LossCause},
-    lifecycle::Conn,
-    raw_stream::{MAGIC, Tag, push_frame},
+    context::Context,
+    event::{Event, EventKind},
     snapshot::SnapLayout,
-    sysctl::Sysctls,
+    wire::{
+        self, Cold, LostCause, LostLine,
+        raw::{MAGIC, RawContext, Tag, push_frame},
+    },
 };
 
-use super::{Out, RenderCtx, Sink, json, json_diag};
+use super::{Fact, Interest, Out, OutStats, Sink};
+use crate::stats::Stats;
 
-pub struct RawSink<W: Write> {
-    out: Out<W>,
-    ctx: RenderCtx,
+pub struct RawSink {
+    out: Out,
+    /// The magic is written (at the start of each file).
     started: bool,
-    context_written: bool,
+    /// The context frame is written; it needs the snapshot layout of the first record.
+    layout: Option<SnapLayout>,
     line: Vec<u8>,
 }
 
-impl<W: Write> RawSink<W> {
-    pub fn new(out: Out<W>, ctx: RenderCtx) -> Self {
+impl RawSink {
+    pub fn new(out: Out) -> Self {
         Self {
             out,
-            ctx,
             started: false,
-            context_written: false,
+            layout: None,
             line: Vec::with_capacity(1024),
         }
     }
 
-    fn start(&mut self) {
+    fn start_file(&mut self) {
         if !self.started {
+            self.out.essential();
             self.out.buf.extend_from_slice(MAGIC);
             self.started = true;
         }
@@ -45,31 +45,15 @@ impl<W: Write> RawSink<W> {
 
     /// Frames the JSON line left in `self.line`.
     fn json_frame(&mut self) -> io::Result<()> {
-        self.start();
+        self.start_file();
         push_frame(&mut self.out.buf, Tag::Json, &self.line);
         self.line.clear();
         self.out.end_line()
     }
 
-    fn context(&mut self, layout: &SnapLayout) {
-        let mut reasons: Vec<(&u32, &String)> = self.ctx.reset_reasons.iter().collect();
-        reasons.sort();
-        let mut obj = b"{\"type\":\"raw_context\"".to_vec();
-        json::num(&mut obj, "clock_offset_ns", self.ctx.clock.offset_ns as i64);
-        json::text(&mut obj, "snap", &layout.to_text());
-        let names: Vec<(String, &str)> = reasons
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.as_str()))
-            .collect();
-        json::object(
-            &mut obj,
-            "reset_reasons",
-            names.iter().map(|(k, v)| (k.as_str(), *v)),
-            |b, v| json::push_str(b, v.as_bytes()),
-        );
-        obj.push(b'}');
-        push_frame(&mut self.out.buf, Tag::Context, &obj);
-        self.context_written = true;
+    fn cold(&mut self, line: &Cold) -> io::Result<()> {
+        wire::write_cold(&mut self.line, line);
+        self.json_frame()
     }
 }
 
@@ -81,55 +65,68 @@ fn from_kernel(ev: &Event) -> bool {
     )
 }
 
-impl<W: Write> Sink for RawSink<W> {
-    fn record(&mut self, raw: &[u8], layout: &SnapLayout) -> io::Result<()> {
-        self.start();
-        if !self.context_written {
-            self.context(layout);
+impl Sink for RawSink {
+    fn interest(&self) -> Interest {
+        Interest::EVENTS
+    }
+
+    fn record(&mut self, ctx: &Context, raw: &[u8], layout: &SnapLayout) -> io::Result<()> {
+        self.start_file();
+        if self.layout.is_none() {
+            RawContext::of(ctx, layout).write(&mut self.line);
+            push_frame(&mut self.out.buf, Tag::Context, &self.line);
+            self.line.clear();
+            self.layout = Some(*layout);
         }
         push_frame(&mut self.out.buf, Tag::Record, raw);
         self.out.end_line()
     }
 
-    fn event(&mut self, ev: &Event, prev_ns: Option<u64>) -> io::Result<()> {
+    fn event(&mut self, ctx: &Context, ev: &Event, prev_ns: Option<u64>) -> io::Result<()> {
         if from_kernel(ev) {
             return Ok(());
         }
-        json::render(&mut self.line, &self.ctx, ev, prev_ns);
+        wire::event::write(&mut self.line, ctx, ev, prev_ns);
         self.json_frame()
     }
 
-    /// Recordings hold events; connection records are rebuilt by `replay`.
-    fn conn(&mut self, _c: &Conn, _diagnosis: &[Diagnosis]) -> io::Result<()> {
-        Ok(())
+    fn fact(&mut self, ctx: &Context, fact: &Fact) -> io::Result<()> {
+        match fact.line(ctx) {
+            Some(line) => self.cold(&line),
+            None => Ok(()),
+        }
     }
 
-    /// Findings are conclusions, drawn again by `replay` from the samples.
-    fn finding(&mut self, _f: &NetnsFinding) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn sysctl(&mut self, ts_ns: u64, netns: u32, s: &Sysctls) -> io::Result<()> {
-        json_diag::sysctl(&mut self.line, &self.ctx, ts_ns, netns, s);
-        self.json_frame()
-    }
-
-    fn sample(&mut self, s: &NetnsSample) -> io::Result<()> {
-        json_diag::sample(&mut self.line, &self.ctx, s);
-        self.json_frame()
-    }
-
-    fn lost(&mut self, ts_ns: u64, count: u64, cause: LossCause) -> io::Result<()> {
-        json::lost(&mut self.line, &self.ctx, ts_ns, count, cause);
-        self.json_frame()
-    }
-
-    fn ctx_mut(&mut self) -> &mut RenderCtx {
-        &mut self.ctx
+    fn lost(&mut self, ctx: &Context, ts_ns: u64, count: u64, cause: LostCause) -> io::Result<()> {
+        self.cold(&Cold::Lost(LostLine::new(ctx, ts_ns, count, cause)))
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.start();
+        self.start_file();
         self.out.flush()
+    }
+
+    fn reopen(&mut self, ctx: &Context, _now_ns: u64) -> io::Result<()> {
+        self.out.reopen()?;
+        // The new file is a recording of its own: magic, then the context before its first
+        // record.
+        self.started = false;
+        if let Some(layout) = self.layout.take() {
+            self.start_file();
+            RawContext::of(ctx, &layout).write(&mut self.line);
+            push_frame(&mut self.out.buf, Tag::Context, &self.line);
+            self.line.clear();
+            self.layout = Some(layout);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _ctx: &Context, _now_ns: u64, _stats: &Stats) -> io::Result<()> {
+        self.start_file();
+        self.out.close()
+    }
+
+    fn out_stats(&self) -> OutStats {
+        self.out.stats()
     }
 }

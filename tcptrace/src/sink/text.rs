@@ -1,30 +1,32 @@
 //! Aligned text columns for people, in the spirit of `tcpstates`, wide enough for IPv6.
-use std::io::{self, Write};
+use std::io::{self, Write as _};
 
 use tcptrace_core::{
+    context::Context,
     diagnose::{Diagnosis, netns::NetnsFinding},
-    event::{Event, EventKind, LossCause},
+    event::{Event, EventKind},
     lifecycle::Conn,
     tcp::errno_name,
 };
 
-use super::{Out, RenderCtx, Sink};
+use super::{Interest, Out, OutStats, Sink, escape::escaped};
+use crate::{pipeline::Mode, stats::Stats};
 
-pub struct TextSink<W: Write> {
-    out: Out<W>,
-    ctx: RenderCtx,
+pub struct TextSink {
+    out: Out,
+    mode: Mode,
     addr_width: usize,
     header_pending: bool,
     colour: bool,
 }
 
-impl<W: Write> TextSink<W> {
+impl TextSink {
     /// `addr_width` is 15 when only IPv4 can appear, 39 otherwise.
-    pub fn new(out: Out<W>, ctx: RenderCtx, addr_width: usize, header: bool) -> Self {
+    pub fn new(out: Out, mode: Mode, addr_width: usize, header: bool) -> Self {
         let colour = out.is_terminal();
         Self {
             out,
-            ctx,
+            mode,
             addr_width,
             header_pending: header,
             colour,
@@ -46,10 +48,10 @@ impl<W: Write> TextSink<W> {
 }
 
 /// Time of day `HH:MM:SS.uuuuuu` of a monotonic stamp.
-fn time_of_day(buf: &mut Vec<u8>, ctx: &RenderCtx, ts_ns: u64) {
+pub fn time_of_day(buf: &mut Vec<u8>, ctx: &Context, ts_ns: u64) {
     // "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" → "HH:MM:SS.uuuuuu"
     let start = buf.len();
-    ctx.times.write(buf, ctx.clock.unix_ns(ts_ns));
+    ctx.write_time(buf, ts_ns);
     buf.pop();
     buf.drain(start..start + 11);
 }
@@ -60,12 +62,12 @@ fn in_state(s: Option<tcptrace_core::tcp::TcpState>) -> String {
 }
 
 /// Renders the EVENT column.
-pub fn describe(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<u64>) {
+pub fn describe(buf: &mut Vec<u8>, ctx: &Context, ev: &Event, prev_ns: Option<u64>) {
     let _ = match ev.kind {
         EventKind::State { old, new, .. } => match prev_ns {
             Some(ns) => {
                 let _ = write!(buf, "{old} -> {new} (");
-                super::json::push_ms(buf, ns);
+                tcptrace_core::wire::json::push_ms(buf, ns);
                 write!(buf, " ms in {old})")
             }
             None => write!(buf, "{old} -> {new}"),
@@ -119,58 +121,73 @@ pub fn describe(buf: &mut Vec<u8>, ctx: &RenderCtx, ev: &Event, prev_ns: Option<
     };
 }
 
-impl<W: Write> Sink for TextSink<W> {
-    fn event(&mut self, ev: &Event, prev_ns: Option<u64>) -> io::Result<()> {
+impl Sink for TextSink {
+    fn interest(&self) -> Interest {
+        match self.mode {
+            Mode::Events => Interest::EVENTS,
+            Mode::Lifecycle => Interest::CONNS,
+        }
+    }
+
+    fn event(&mut self, ctx: &Context, ev: &Event, prev_ns: Option<u64>) -> io::Result<()> {
         self.header()?;
         let w = self.addr_width;
         let buf = &mut self.out.buf;
-        time_of_day(buf, &self.ctx, ev.ts_ns);
+        time_of_day(buf, ctx, ev.ts_ns);
         let netns = ev.netns.map_or_else(|| "-".to_string(), |n| n.to_string());
         let _ = write!(
             buf,
             " {:<18} {:<7} {:<15} {:<10} {:<w$} {:<5} {:<w$} {:<5} ",
             format!("{:#x}", ev.sk),
             ev.pid,
-            ev.comm.to_string_lossy(),
+            escaped(ev.comm.bytes()),
             netns,
             ev.laddr.to_string(),
             ev.lport,
             ev.raddr.to_string(),
             ev.rport,
         );
-        describe(buf, &self.ctx, ev, prev_ns);
+        describe(buf, ctx, ev, prev_ns);
+        if let Some(shown) = super::text_conn::cgroup_short(ctx, ev.cgroup) {
+            let _ = write!(buf, " [{shown}]");
+        }
         buf.push(b'\n');
         self.out.end_line()
     }
 
-    fn conn(&mut self, c: &Conn, diagnosis: &[Diagnosis]) -> io::Result<()> {
+    fn conn(&mut self, ctx: &Context, c: &Conn, diagnoses: &[Diagnosis]) -> io::Result<()> {
         let mut time = Vec::with_capacity(16);
-        time_of_day(&mut time, &self.ctx, c.end_ns.unwrap_or(c.last_ns));
-        super::text_conn::render(&mut self.out.buf, &self.ctx, c, self.colour, &time);
+        time_of_day(&mut time, ctx, c.end_ns.unwrap_or(c.last_ns));
+        super::text_conn::render(&mut self.out.buf, ctx, c, self.colour, &time);
         self.out.buf.push(b'\n');
-        for d in diagnosis {
+        for d in diagnoses {
             super::text_conn::diagnosis_line(&mut self.out.buf, d, self.colour, "    ");
         }
         self.out.end_line()
     }
 
-    fn finding(&mut self, f: &NetnsFinding) -> io::Result<()> {
-        time_of_day(&mut self.out.buf, &self.ctx, f.ts_ns);
+    fn finding(&mut self, ctx: &Context, f: &NetnsFinding) -> io::Result<()> {
+        time_of_day(&mut self.out.buf, ctx, f.ts_ns);
         let _ = write!(self.out.buf, " netns {} ", f.netns);
         super::text_conn::diagnosis_line(&mut self.out.buf, &f.diagnosis, self.colour, "");
         self.out.end_line()
     }
 
-    fn lost(&mut self, _ts_ns: u64, _count: u64, _cause: LossCause) -> io::Result<()> {
-        // In text mode the loss goes to stderr (see the reader) so columns stay parseable.
-        Ok(())
-    }
-
-    fn ctx_mut(&mut self) -> &mut RenderCtx {
-        &mut self.ctx
-    }
+    // Losses go to stderr (see the reader) so columns stay parseable.
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+
+    fn reopen(&mut self, _ctx: &Context, _now_ns: u64) -> io::Result<()> {
+        self.out.reopen()
+    }
+
+    fn finish(&mut self, _ctx: &Context, _now_ns: u64, _stats: &Stats) -> io::Result<()> {
+        self.out.close()
+    }
+
+    fn out_stats(&self) -> OutStats {
+        self.out.stats()
     }
 }

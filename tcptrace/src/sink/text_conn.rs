@@ -7,7 +7,8 @@ use tcptrace_core::{
     tcp::{TcpState, errno_name},
 };
 
-use super::RenderCtx;
+use super::escape::{escaped, push_escaped};
+use tcptrace_core::context::Context;
 
 /// A duration for people: `0.05ms`, `12.3ms`, `3.2s`, `2m03s`, `1h02m`.
 pub fn human_ns(ns: u64) -> String {
@@ -53,10 +54,10 @@ fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
 }
 
 /// Renders the line (without the trailing newline). `time` is the time-of-day prefix.
-pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: &[u8]) {
+pub fn render(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, colour: bool, time: &[u8]) {
     buf.extend_from_slice(time);
     let who = match c.owner {
-        Some(o) => format!("{}({})", o.comm.to_string_lossy(), o.pid),
+        Some(o) => format!("{}({})", escaped(o.comm.bytes()), o.pid),
         None => "?".to_string(),
     };
     let (l, r) = (endpoint(c.laddr, c.lport), endpoint(c.raddr, c.rport));
@@ -73,6 +74,9 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: 
     let _ = write!(buf, " {who} {} {arrow}", c.role.name());
     if let Some(ns) = c.netns {
         let _ = write!(buf, " netns {ns}");
+    }
+    if let Some(shown) = cgroup_short(ctx, c.cgroup.map(|id| id.get())) {
+        let _ = write!(buf, " in {shown}");
     }
     let _ = write!(buf, " {on}{}{off}", end.name());
     if let Some(d) = c.duration_ns() {
@@ -134,7 +138,7 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: 
     {
         facts.push(format!(
             "closed by {}({})",
-            cl.comm.to_string_lossy(),
+            escaped(cl.comm.bytes()),
             cl.pid
         ));
     }
@@ -144,6 +148,16 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, colour: bool, time: 
     }
     if !facts.is_empty() {
         let _ = write!(buf, " | {}", facts.join("; "));
+    }
+}
+
+/// How text output names a cgroup, escaped: `docker 4c01db0b339c`, `nginx.service`, a path,
+/// or the bare id while its path is unknown; nothing for the root cgroup.
+pub fn cgroup_short(ctx: &Context, id: Option<u64>) -> Option<String> {
+    let id = id?;
+    match ctx.cgroup(id) {
+        Some(info) => info.short().map(|s| escaped(s.as_bytes())),
+        None => Some(format!("cgroup {id}")),
     }
 }
 
@@ -158,7 +172,8 @@ pub fn diagnosis_line(buf: &mut Vec<u8>, d: &Diagnosis, colour: bool, indent: &s
     if colour {
         buf.extend_from_slice(paint.as_bytes());
     }
-    let _ = write!(buf, "{mark} [{}] {}", d.rule, d.message);
+    let _ = write!(buf, "{mark} [{}] ", d.rule);
+    push_escaped(buf, d.message.as_bytes());
     if d.assumed_defaults {
         buf.extend_from_slice(b" (sysctls unreadable: kernel defaults assumed)");
     }
@@ -171,6 +186,24 @@ pub fn diagnosis_line(buf: &mut Vec<u8>, d: &Diagnosis, colour: bool, indent: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroups_shown_compactly_and_escaped() {
+        let mut ctx = Context::default();
+        ctx.learn_cgroup(1, "/");
+        ctx.learn_cgroup(2, "/system.slice/nginx.service");
+        ctx.learn_cgroup(3, "/evil\u{1b}[2J\n\u{7}");
+        assert_eq!(cgroup_short(&ctx, Some(1)), None);
+        assert_eq!(cgroup_short(&ctx, None), None);
+        assert_eq!(
+            cgroup_short(&ctx, Some(2)).as_deref(),
+            Some("nginx.service")
+        );
+        assert_eq!(cgroup_short(&ctx, Some(4)).as_deref(), Some("cgroup 4"));
+        let evil = cgroup_short(&ctx, Some(3)).unwrap();
+        assert_eq!(evil, "/evil\\x1b[2J\\n\\x07");
+        assert!(!evil.chars().any(char::is_control));
+    }
 
     #[test]
     fn human_units() {

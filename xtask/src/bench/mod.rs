@@ -5,6 +5,7 @@
 mod complete;
 mod scale;
 mod tracer;
+mod wire;
 
 use std::{fmt::Write as _, fs, path::PathBuf, time::Duration};
 
@@ -184,6 +185,7 @@ fn measure(
         }
         churn_table(&mut md, opts, &setups, &baseline, &series)?;
     }
+    writeln!(md, "{}", writers_release()?)?;
     if !opts.skip_scale {
         let per_conn = scale::memory_per_conn(tcptrace, dir, opts.conns)?;
         writeln!(md, "{per_conn}")?;
@@ -198,6 +200,37 @@ fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The writer comparison, in an optimised build of xtask (the dev profile does not optimise
+/// the core).
+fn writers_release() -> anyhow::Result<String> {
+    eprintln!("==> JSON writers (cargo run --release -p xtask -- bench-writers)");
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(exec::repo_root())
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "xtask",
+            "--",
+            "bench-writers",
+        ])
+        .output()
+        .context("running bench-writers")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "bench-writers failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The writer comparison (`bench-writers`).
+pub fn writers() -> String {
+    wire::writers()
 }
 
 fn churn_table(

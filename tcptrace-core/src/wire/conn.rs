@@ -1,37 +1,29 @@
-//! The JSON `"type":"conn"` record: one finished connection lifecycle; schema in README.md.
-use tcptrace_core::{
+//! The `conn` line: one finished connection lifecycle and its diagnoses. The fast writer and
+//! [`ConnLine`], the same line read back, side by side.
+use std::{collections::BTreeMap, net::IpAddr};
+
+use serde::Deserialize;
+
+use super::{
+    diagnosis::{self, DiagnosisLine},
+    json::{
+        head, ident, key, null, num, object, opt_bool, opt_ms, opt_num, push_hex, push_int,
+        push_ip, push_str, push_time, text,
+    },
+};
+use crate::{
+    context::Context,
     diagnose::Diagnosis,
     lifecycle::{Conn, Owner},
     tcp::errno_name,
 };
-
-use super::{
-    RenderCtx,
-    json::{head, ident, key, null, num, object, opt_ms, push_hex, push_ip, push_str, text},
-};
-
-fn opt_num(buf: &mut Vec<u8>, k: &str, v: Option<impl itoa::Integer>) {
-    match v {
-        Some(v) => num(buf, k, v),
-        None => null(buf, k),
-    }
-}
-
-fn opt_bool(buf: &mut Vec<u8>, k: &str, v: Option<bool>) {
-    key(buf, k);
-    buf.extend_from_slice(match v {
-        Some(true) => b"true",
-        Some(false) => b"false",
-        None => b"null",
-    });
-}
 
 fn owner(buf: &mut Vec<u8>, k: &str, o: Option<Owner>) {
     match o {
         Some(o) => {
             key(buf, k);
             buf.extend_from_slice(b"{\"pid\":");
-            buf.extend_from_slice(itoa::Buffer::new().format(o.pid).as_bytes());
+            push_int(buf, o.pid);
             buf.extend_from_slice(b",\"comm\":");
             push_str(buf, o.comm.bytes());
             buf.push(b'}');
@@ -42,13 +34,11 @@ fn owner(buf: &mut Vec<u8>, k: &str, o: Option<Owner>) {
 
 /// `{"a":1,"b":2}` from `(name, count)` pairs.
 fn counts<'a>(buf: &mut Vec<u8>, k: &str, items: impl Iterator<Item = (&'a str, u16)>) {
-    object(buf, k, items, |b, n| {
-        b.extend_from_slice(itoa::Buffer::new().format(n).as_bytes())
-    });
+    object(buf, k, items, push_int);
 }
 
-/// Renders one connection record (without the trailing newline).
-pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnosis]) {
+/// Writes one connection record (without the trailing newline).
+pub fn write(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, diagnoses: &[Diagnosis]) {
     let end_ns = c.end_ns.unwrap_or(c.last_ns);
     head(buf, ctx, "conn", end_ns);
     key(buf, "sk");
@@ -62,6 +52,7 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnos
         }
         None => null(buf, "comm"),
     }
+    super::cgroup::member(buf, ctx, c.cgroup.map(|id| id.get()));
     ident(buf, "family", c.family.name());
     key(buf, "laddr");
     push_ip(buf, &c.laddr);
@@ -74,9 +65,7 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnos
     match c.start_ns {
         Some(ns) => {
             key(buf, "start");
-            buf.push(b'"');
-            ctx.times.write(buf, ctx.clock.unix_ns(ns));
-            buf.push(b'"');
+            push_time(buf, ctx, ns);
         }
         None => null(buf, "start"),
     }
@@ -96,14 +85,14 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnos
     let r = &c.cold().retransmits;
     key(buf, "retransmits");
     buf.extend_from_slice(b"{\"total\":");
-    buf.extend_from_slice(itoa::Buffer::new().format(r.total).as_bytes());
+    push_int(buf, r.total);
     num(buf, "failed", r.failed);
     counts(buf, "by_state", r.states().map(|(s, n)| (s.name(), n)));
     counts(buf, "by_kind", r.kinds().map(|(k, n)| (k.name(), n)));
     buf.push(b'}');
     key(buf, "resets");
     buf.extend_from_slice(b"{\"sent\":");
-    buf.extend_from_slice(itoa::Buffer::new().format(c.cold().resets_sent).as_bytes());
+    push_int(buf, c.cold().resets_sent);
     num(buf, "received", c.cold().resets_received);
     match c.cold().reset_reason {
         Some(code) => match ctx.reason_name(code) {
@@ -133,13 +122,10 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnos
     }
     let o = &c.options;
     key(buf, "options");
-    buf.push(b'{');
+    buf.extend_from_slice(b"{\"mss\":");
     match o.mss {
-        Some(m) => {
-            buf.extend_from_slice(b"\"mss\":");
-            buf.extend_from_slice(itoa::Buffer::new().format(m).as_bytes());
-        }
-        None => buf.extend_from_slice(b"\"mss\":null"),
+        Some(m) => push_int(buf, m),
+        None => buf.extend_from_slice(b"null"),
     }
     opt_num(buf, "snd_wscale", o.snd_wscale);
     opt_num(buf, "rcv_wscale", o.rcv_wscale);
@@ -156,6 +142,82 @@ pub fn render(buf: &mut Vec<u8>, ctx: &RenderCtx, c: &Conn, diagnosis: &[Diagnos
         push_str(buf, n.as_bytes());
     }
     buf.push(b']');
-    super::json_diag::diagnoses(buf, diagnosis);
+    diagnosis::write_list(buf, diagnoses);
     buf.push(b'}');
+}
+
+/// One `{"state","ms"}` of a record's timeline.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct StateSpan {
+    pub state: String,
+    pub ms: Option<f64>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct RetransmitCounts {
+    pub total: u32,
+    pub failed: u32,
+    pub by_state: BTreeMap<String, u32>,
+    pub by_kind: BTreeMap<String, u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct ResetCounts {
+    pub sent: u32,
+    pub received: u32,
+    /// The reason's name, or its number when the name is unknown.
+    pub reason: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Options {
+    pub mss: Option<u32>,
+    pub snd_wscale: Option<u8>,
+    pub rcv_wscale: Option<u8>,
+    pub sack: Option<bool>,
+    pub timestamps: Option<bool>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Process {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// A `conn` line read back: the schema of connection records (README.md documents it).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct ConnLine {
+    pub ts_ns: u64,
+    pub time: String,
+    pub sk: String,
+    pub netns: Option<u32>,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// Absent in records written before cgroups were.
+    #[serde(default)]
+    pub cgroup: Option<super::cgroup::CgroupMember>,
+    pub family: String,
+    pub laddr: IpAddr,
+    pub lport: u16,
+    pub raddr: IpAddr,
+    pub rport: u16,
+    pub id: u64,
+    pub role: String,
+    pub start: Option<String>,
+    pub duration_ms: Option<f64>,
+    pub states: Vec<StateSpan>,
+    pub retransmits: RetransmitCounts,
+    pub resets: ResetCounts,
+    /// Errno name, or its number when the name is unknown.
+    pub error: Option<serde_json::Value>,
+    pub bytes_sent: Option<u64>,
+    pub bytes_received: Option<u64>,
+    pub srtt_ms: Option<f64>,
+    pub end: String,
+    pub time_wait_state: Option<String>,
+    pub time_wait_ms: Option<u32>,
+    pub options: Options,
+    pub closer: Option<Process>,
+    pub notes: Vec<String>,
+    pub diagnosis: Vec<DiagnosisLine>,
 }

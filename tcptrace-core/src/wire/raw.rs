@@ -3,10 +3,32 @@
 //! sysctls, samples, losses) in between, so `replay` runs the live decode path at full speed.
 //!
 //! Layout: [`MAGIC`], then frames of `tag: u8`, `len: u32` (little endian), `len` bytes.
+//! The context frame's writer and reader are here too.
 use std::io::{self, Read};
 
+use serde::{Deserialize, Serialize};
+
+use super::{WireError, ordered};
+use crate::{context::Context, snapshot::SnapLayout};
+
 /// First bytes of a recording (the version is its last byte).
-pub const MAGIC: &[u8; 16] = b"tcptrace-raw\0\0\0\x01";
+pub const MAGIC: &[u8; 16] = b"tcptrace-raw\0\0\0\x02";
+
+/// Whether `head` (the first bytes of a file) starts a binary recording: `Ok(true)` for one
+/// this reader takes, an error naming the version for one it does not.
+pub fn is_recording(head: &[u8]) -> Result<bool, String> {
+    let n = MAGIC.len() - 1;
+    if head.len() < MAGIC.len() || head[..n] != MAGIC[..n] {
+        return Ok(false);
+    }
+    match head[n] {
+        v if v == MAGIC[n] => Ok(true),
+        v => Err(format!(
+            "raw recording version {v} is not supported (this tcptrace reads version {})",
+            MAGIC[n]
+        )),
+    }
+}
 
 /// Longest frame accepted when reading (a kernel record is a few hundred bytes; a JSON line
 /// with a large namespace sample a few kilobytes).
@@ -33,7 +55,8 @@ pub fn push_frame(buf: &mut Vec<u8>, tag: Tag, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
-/// Reads the next frame into `payload`; `None` at a clean end of the stream.
+/// Reads the next frame into `payload`; `None` at a clean end of the stream. A stream that
+/// ends inside a frame is an `UnexpectedEof` error.
 pub fn read_frame<R: Read + ?Sized>(r: &mut R, payload: &mut Vec<u8>) -> io::Result<Option<Tag>> {
     let mut head = [0u8; 5];
     match r.read_exact(&mut head[..1]) {
@@ -63,6 +86,70 @@ pub fn read_frame<R: Read + ?Sized>(r: &mut R, payload: &mut Vec<u8>) -> io::Res
     payload.resize(len as usize, 0);
     r.read_exact(payload)?;
     Ok(Some(tag))
+}
+
+/// The context frame: what a kernel record needs to be decoded and printed as it was live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawContext {
+    pub clock_offset_ns: i64,
+    pub snap: SnapLayout,
+    pub reset_reasons: Vec<(u32, String)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ContextFrame {
+    #[serde(rename = "type")]
+    ty: String,
+    clock_offset_ns: i64,
+    snap: String,
+    #[serde(default, with = "ordered")]
+    reset_reasons: Vec<(String, String)>,
+}
+
+impl RawContext {
+    /// The context of a live recording.
+    pub fn of(ctx: &Context, snap: &SnapLayout) -> Self {
+        Self {
+            clock_offset_ns: ctx.clock().offset_ns as i64,
+            snap: *snap,
+            reset_reasons: ctx
+                .reasons()
+                .into_iter()
+                .map(|(k, v)| (k, v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The frame's JSON payload.
+    pub fn write(&self, buf: &mut Vec<u8>) {
+        let frame = ContextFrame {
+            ty: "raw_context".to_string(),
+            clock_offset_ns: self.clock_offset_ns,
+            snap: self.snap.to_text(),
+            reset_reasons: self
+                .reset_reasons
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
+        let _ = serde_json::to_writer(&mut *buf, &frame);
+    }
+
+    pub fn parse(text: &str) -> Result<Self, WireError> {
+        let f: ContextFrame =
+            serde_json::from_str(text).map_err(|e| WireError::Json(e.to_string()))?;
+        let snap = SnapLayout::from_text(&f.snap).ok_or(WireError::Field("snap"))?;
+        let mut reset_reasons = Vec::new();
+        for (k, v) in f.reset_reasons {
+            reset_reasons.push((k.parse().map_err(|_| WireError::Field("reset_reasons"))?, v));
+        }
+        reset_reasons.sort();
+        Ok(Self {
+            clock_offset_ns: f.clock_offset_ns,
+            snap,
+            reset_reasons,
+        })
+    }
 }
 
 #[cfg(test)]
