@@ -41,6 +41,11 @@ pub struct Filter {
     pub _pad1: u32,
     pub lports: [u16; MAX_PORTS],
     pub rports: [u16; MAX_PORTS],
+    /// With `cgroup`: that cgroup's depth below the v2 root (the root is level 0).
+    pub cgroup_level: u32,
+    pub _pad2: u32,
+    /// Keep only sockets in this cgroup v2 (by id) or below it (needs [`KernelOffsets`]).
+    pub cgroup: u64,
 }
 
 /// Marks an offset the running kernel does not have.
@@ -88,6 +93,19 @@ pub struct KernelOffsets {
     /// `sk_buff.dev` and `net_device.nd_net.net`: a socketless packet's namespace.
     pub skb_dev: u32,
     pub dev_nd_net: u32,
+    /// `sock.sk_cgrp_data`'s cgroup pointer: `.cgroup` on 5.15+; on older kernels the union
+    /// word `.val`, which holds the pointer only while its low bit (`is_data`) is clear
+    /// (`sk_cgrp_tagged` = 1 then).
+    pub sk_cgrp: u32,
+    pub sk_cgrp_tagged: u32,
+    /// `cgroup.kn` and `kernfs_node.id` (a `u64` since 5.5): the cgroup id.
+    pub cgroup_kn: u32,
+    pub kn_id: u32,
+    /// `cgroup.level`, and the ancestors at each level, for the `--cgroup` subtree filter:
+    /// `cgroup.ancestors` (pointers, 6.1+) or `cgroup.ancestor_ids` (ids, before 6.1).
+    pub cgroup_level: u32,
+    pub cgroup_ancestors: u32,
+    pub cgroup_ancestor_ids: u32,
 }
 
 impl KernelOffsets {
@@ -117,6 +135,13 @@ impl KernelOffsets {
             skb_transport_header: NO_OFFSET,
             skb_dev: NO_OFFSET,
             dev_nd_net: NO_OFFSET,
+            sk_cgrp: NO_OFFSET,
+            sk_cgrp_tagged: 0,
+            cgroup_kn: NO_OFFSET,
+            kn_id: NO_OFFSET,
+            cgroup_level: NO_OFFSET,
+            cgroup_ancestors: NO_OFFSET,
+            cgroup_ancestor_ids: NO_OFFSET,
         }
     }
 }
@@ -271,12 +296,14 @@ mod pod {
     unsafe impl aya::Pod for super::TpLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::record::Header {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::record::Nested {}
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<Filter>() == 48);
+    assert!(core::mem::size_of::<Filter>() == 64);
     assert!(core::mem::size_of::<Wakeup>() == 8);
-    assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 30 * 4);
     assert!(core::mem::size_of::<TpLayout>() == 36);
     assert!(core::mem::size_of::<SnapPlan>() == 8 + 8 * crate::SNAP_WINDOWS + 64);
 };

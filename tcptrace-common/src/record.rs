@@ -22,6 +22,12 @@ pub mod hdr_flags {
     pub const NETNS: u8 = 1 << 0;
     /// The addresses and ports are known (a reset sent for an unparsable packet has none).
     pub const ADDRS: u8 = 1 << 1;
+    /// `cgroup` holds the id of the socket's cgroup v2 (full sockets only: request and
+    /// timewait sockets carry none).
+    pub const CGROUP: u8 = 1 << 2;
+    /// The socket's cgroup is the `--cgroup` filter's or one below it (set only while that
+    /// filter is on; the in-kernel filter keeps only such records).
+    pub const IN_CGROUP: u8 = 1 << 3;
 }
 
 /// `IPPROTO_TCP`, as in `sk_protocol` and tracepoint `protocol` fields.
@@ -55,6 +61,10 @@ pub struct Header {
     pub comm: [u8; 16],
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
+    /// The socket's cgroup v2 id (`sk->sk_cgrp_data` → `cgroup->kn->id`, the cgroup
+    /// directory's inode number), valid with [`hdr_flags::CGROUP`]. Taken from the socket,
+    /// which keeps the cgroup of the task that created it (a listener's for accepted ones).
+    pub cgroup: u64,
 }
 
 /// Value of a state byte when the kernel gave none (e.g. classic `inet_sk_error_report`).
@@ -147,15 +157,57 @@ pub struct ErrorRecord {
     pub errno: i32,
 }
 
+/// Per-CPU map (one [`Nested`] slot) shared by the two state-change programs.
+pub const NESTED_MAP: &str = "NESTED";
+
+/// How runs of the state-change program that the kernel skipped are caught. A BTF tracepoint
+/// program does not run nested in itself on one CPU (the kernel counts the skipped run in its
+/// `recursion_misses`): the state changes of a softirq that interrupts it, for instance one run
+/// on the way out of the interrupt its own ring-buffer wakeup raises, would be lost. A second
+/// program, attached after it to the same tracepoint, handles every event the first did not:
+/// the first notes each event it handles in `notes`, the second takes the note away or, when
+/// there is none, writes the record itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Nested {
+    /// Events the main program handled and the second one has not looked at yet. Two: one
+    /// outer, one nested, whatever the order they finish in.
+    pub notes: [Note; 2],
+    /// Events the second program handled because the main one had not: each is one of the
+    /// main program's `recursion_misses`, caught.
+    pub caught: u64,
+}
+
+/// One state change the main program handled: what tells it from another on this CPU within
+/// microseconds (the socket and the transition), and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Note {
+    /// The socket; 0: the place is free.
+    pub sk: u64,
+    /// `old << 8 | new`.
+    pub transition: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()`: a note older than [`NOTE_STALE_NS`] is one the second program
+    /// never looked at (its own run was skipped), and its place may be reused.
+    pub noted_ns: u64,
+}
+
+/// Age beyond which a [`Note`] is stale: longer than any softirq run (the kernel hands
+/// softirqs to ksoftirqd after 2 ms), so never an outer event still waiting.
+pub const NOTE_STALE_NS: u64 = 10_000_000;
+
 /// Size of every record in the ring buffer.
-pub const RECORD_SIZE: usize = 96;
+pub const RECORD_SIZE: usize = 104;
 
 const _: () = {
-    assert!(core::mem::size_of::<Header>() == 88);
+    assert!(core::mem::size_of::<Header>() == 96);
     assert!(core::mem::size_of::<StateRecord>() == RECORD_SIZE);
     assert!(core::mem::size_of::<RetransmitRecord>() == RECORD_SIZE);
     assert!(core::mem::size_of::<SynAckRecord>() == RECORD_SIZE);
     assert!(core::mem::size_of::<ResetRecord>() == RECORD_SIZE);
     assert!(core::mem::size_of::<ErrorRecord>() == RECORD_SIZE);
     assert!(core::mem::size_of::<StateSnapRecord>() == RECORD_SIZE + SNAP_BYTES);
+    assert!(core::mem::size_of::<Note>() == 24);
+    assert!(core::mem::size_of::<Nested>() == 56);
 };

@@ -1,10 +1,13 @@
 //! What every consumer of the stream needs besides the events themselves: the recording host's
-//! wall clock, the kernel's reset-reason names and facts learned about namespaces (interface
-//! MTUs). The pipeline owns one and keeps it current from recorded facts only, so `replay`
+//! wall clock, the kernel's reset-reason names, facts learned about namespaces (interface
+//! MTUs) and the paths of cgroup ids. The pipeline owns one and keeps it current from recorded facts only, so `replay`
 //! rebuilds the same context a live run had; sinks and rules read it.
 use std::{collections::HashMap, net::IpAddr};
 
-use crate::clock::{Rfc3339Writer, WallClock};
+use crate::{
+    cgroup::{CgroupInfo, CgroupNames},
+    clock::{Rfc3339Writer, WallClock},
+};
 
 #[derive(Debug, Default)]
 pub struct Context {
@@ -15,6 +18,8 @@ pub struct Context {
     reasons: HashMap<u32, String>,
     /// Interface MTU by (netns, local address).
     mtus: HashMap<(u32, IpAddr), u32>,
+    /// Cgroup id → path, unit, container.
+    cgroups: CgroupNames,
 }
 
 impl Context {
@@ -46,6 +51,21 @@ impl Context {
         let mut v: Vec<(u32, &str)> = self.reasons.iter().map(|(k, v)| (*k, v.as_str())).collect();
         v.sort_unstable();
         v
+    }
+
+    /// What cgroup `id` is, when its path was recorded.
+    pub fn cgroup(&self, id: u64) -> Option<&CgroupInfo> {
+        self.cgroups.get(id)
+    }
+
+    /// Cgroup `id` is at `path` (below the cgroup2 mount); true when that is news.
+    pub fn learn_cgroup(&mut self, id: u64, path: &str) -> bool {
+        self.cgroups.learn(id, path)
+    }
+
+    /// Cgroups whose paths are known.
+    pub fn cgroups_known(&self) -> usize {
+        self.cgroups.len()
     }
 
     /// The MTU of the interface holding `addr` in `netns`, when it was recorded.

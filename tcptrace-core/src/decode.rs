@@ -37,7 +37,8 @@ mod off {
     pub const COMM: usize = 40;
     pub const LADDR: usize = 56;
     pub const RADDR: usize = 72;
-    pub const BODY: usize = 88;
+    pub const CGROUP: usize = 88;
+    pub const BODY: usize = 96;
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -144,6 +145,7 @@ pub fn decode(b: &[u8], snap: &SnapLayout) -> Result<Event, DecodeError> {
         ts_ns: u64_at(b, off::TS),
         sk: u64_at(b, off::SK),
         netns: (flags & hdr_flags::NETNS != 0).then(|| u32_at(b, off::NETNS)),
+        cgroup: (flags & hdr_flags::CGROUP != 0).then(|| u64_at(b, off::CGROUP)),
         pid: u32_at(b, off::TGID),
         tid: u32_at(b, off::TID),
         comm: Comm(comm),
@@ -171,7 +173,7 @@ mod tests {
         let mut h = Header {
             kind,
             family: AF_INET,
-            flags: hdr_flags::NETNS | hdr_flags::ADDRS,
+            flags: hdr_flags::NETNS | hdr_flags::ADDRS | hdr_flags::CGROUP,
             lport: 40000,
             rport: 9527,
             ts_ns: 123_456_789,
@@ -180,6 +182,7 @@ mod tests {
             tgid: 42,
             tid: 43,
             comm: *b"nc\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            cgroup: 0x1_0000_2a3b,
             ..Header::default()
         };
         h.laddr[..4].copy_from_slice(&[10, 0, 0, 2]);
@@ -211,6 +214,7 @@ mod tests {
         assert_eq!(ev.comm.bytes(), b"nc");
         assert_eq!((ev.pid, ev.tid, ev.ts_ns), (42, 43, 123_456_789));
         assert_eq!(ev.sk, 0xffff_8880_1234_5678);
+        assert_eq!(ev.cgroup, Some(0x1_0000_2a3b));
     }
 
     #[test]
@@ -229,6 +233,7 @@ mod tests {
         assert_eq!(ev.family, Family::Inet6);
         assert_eq!(ev.laddr.to_string(), "::1");
         assert_eq!(ev.netns, None);
+        assert_eq!(ev.cgroup, None);
     }
 
     #[test]
@@ -329,7 +334,7 @@ mod tests {
         long.push(0);
         assert_eq!(
             decode(&long, &SnapLayout::default()),
-            Err(DecodeError::Length(97))
+            Err(DecodeError::Length(RECORD_SIZE + 1))
         );
         let mut unknown = bytes;
         unknown[0] = 200;

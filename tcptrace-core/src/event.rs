@@ -146,6 +146,9 @@ pub struct Event {
     pub sk: u64,
     /// Network namespace inode, when known.
     pub netns: Option<u32>,
+    /// The socket's cgroup v2 id, when known (full sockets with BTF; a SYN-ACK retransmit
+    /// carries its listener's).
+    pub cgroup: Option<u64>,
     pub pid: u32,
     pub tid: u32,
     pub comm: Comm,

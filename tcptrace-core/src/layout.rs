@@ -69,7 +69,74 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LayoutError> {
         skb_transport_header: optional(btf, "sk_buff", "transport_header"),
         skb_dev: optional(btf, "sk_buff", "dev"),
         dev_nd_net: optional(btf, "net_device", "nd_net.net"),
+        ..cgroup_offsets(|st, path| btf.member(st, path))
     })
+}
+
+/// Where a socket's cgroup v2 id is, by kernel:
+/// - `sock.sk_cgrp_data`: since 5.15 a struct whose `cgroup` member is the v2 cgroup pointer;
+///   4.5 to 5.14 a union whose word `val` holds that pointer only while its low bit
+///   (`is_data`, set when net_cls/net_prio v1 data displaced it) is clear.
+/// - `cgroup.kn->id`: a `u64` since 5.5 (before, a union of ino and generation; unsupported).
+/// - the ancestors for the subtree filter: `cgroup.ancestors[]` pointers since 6.1, the ids
+///   themselves in `cgroup.ancestor_ids[]` before.
+///
+/// Anything missing leaves the cgroup unknown (records without one), never an error: no
+/// cgroup support (`CONFIG_SOCK_CGROUP_DATA` off) is a kernel tcptrace still traces.
+pub fn cgroup_offsets(member: impl Fn(&str, &str) -> Option<Member>) -> KernelOffsets {
+    let none = KernelOffsets::none();
+    let off = |st: &str, path: &str| member(st, path).map_or(NO_OFFSET, |m| m.byte_offset);
+    let (sk_cgrp, tagged) = match member("sock", "sk_cgrp_data.cgroup") {
+        Some(m) if m.size == 8 => (m.byte_offset, 0),
+        _ => match member("sock", "sk_cgrp_data.val") {
+            Some(m) if m.size == 8 => (m.byte_offset, 1),
+            _ => return none,
+        },
+    };
+    let kn_id = match member("kernfs_node", "id") {
+        Some(m) if m.size == 8 => m.byte_offset,
+        _ => return none,
+    };
+    let cgroup_kn = off("cgroup", "kn");
+    if cgroup_kn == NO_OFFSET {
+        return none;
+    }
+    KernelOffsets {
+        sk_cgrp,
+        sk_cgrp_tagged: tagged,
+        cgroup_kn,
+        kn_id,
+        cgroup_level: off("cgroup", "level"),
+        cgroup_ancestors: off("cgroup", "ancestors"),
+        cgroup_ancestor_ids: off("cgroup", "ancestor_ids"),
+        ..none
+    }
+}
+
+impl CgroupSupport {
+    /// What these offsets allow.
+    pub fn of(o: &KernelOffsets) -> Self {
+        if o.sk_cgrp == NO_OFFSET {
+            Self::None
+        } else if o.cgroup_level == NO_OFFSET
+            || (o.cgroup_ancestors == NO_OFFSET && o.cgroup_ancestor_ids == NO_OFFSET)
+        {
+            Self::IdOnly
+        } else {
+            Self::Filter
+        }
+    }
+}
+
+/// How much of the cgroup attribution this kernel's layout supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupSupport {
+    /// Records carry no cgroup.
+    None,
+    /// Records carry the id; `--cgroup` cannot be applied in the kernel.
+    IdOnly,
+    /// Ids and the in-kernel subtree filter.
+    Filter,
 }
 
 /// Field offsets of a classic tracepoint record.
@@ -149,6 +216,92 @@ mod tests {
         }
         let reasons = rst_reason_names(&btf);
         assert!(reasons.contains(&(1, "NO_SOCKET".to_string())));
+    }
+
+    fn member(byte_offset: u32, size: u32) -> Member {
+        Member {
+            byte_offset,
+            bit_offset: 0,
+            bit_size: 0,
+            size,
+        }
+    }
+
+    /// The cgroup members of one kernel's BTF: (struct, path, offset, size).
+    fn shape<'a>(
+        members: &'a [(&str, &str, u32, u32)],
+    ) -> impl Fn(&str, &str) -> Option<Member> + 'a {
+        move |st, path| {
+            members
+                .iter()
+                .find(|m| m.0 == st && m.1 == path)
+                .map(|m| member(m.2, m.3))
+        }
+    }
+
+    #[test]
+    fn cgroup_layouts_of_each_kernel_generation() {
+        // 6.1 and later (6.12, 6.18): a cgroup pointer, ancestors as pointers.
+        let o = cgroup_offsets(shape(&[
+            ("sock", "sk_cgrp_data.cgroup", 664, 8),
+            ("kernfs_node", "id", 72, 8),
+            ("cgroup", "kn", 256, 8),
+            ("cgroup", "level", 224, 4),
+            ("cgroup", "ancestors", 1984, 0),
+        ]));
+        assert_eq!(
+            (o.sk_cgrp, o.sk_cgrp_tagged, o.cgroup_kn, o.kn_id),
+            (664, 0, 256, 72)
+        );
+        assert_eq!(
+            (o.cgroup_ancestors, o.cgroup_ancestor_ids),
+            (1984, NO_OFFSET)
+        );
+        assert_eq!(CgroupSupport::of(&o), CgroupSupport::Filter);
+        // 5.15 to 6.0: a cgroup pointer, ancestor ids.
+        let o = cgroup_offsets(shape(&[
+            ("sock", "sk_cgrp_data.cgroup", 648, 8),
+            ("kernfs_node", "id", 64, 8),
+            ("cgroup", "kn", 256, 8),
+            ("cgroup", "level", 232, 4),
+            ("cgroup", "ancestor_ids", 2000, 0),
+        ]));
+        assert_eq!((o.sk_cgrp_tagged, o.cgroup_ancestors), (0, NO_OFFSET));
+        assert_eq!(o.cgroup_ancestor_ids, 2000);
+        assert_eq!(CgroupSupport::of(&o), CgroupSupport::Filter);
+        // 4.5 to 5.14: the tagged union word.
+        let o = cgroup_offsets(shape(&[
+            ("sock", "sk_cgrp_data.val", 640, 8),
+            ("kernfs_node", "id", 64, 8),
+            ("cgroup", "kn", 256, 8),
+        ]));
+        assert_eq!((o.sk_cgrp, o.sk_cgrp_tagged), (640, 1));
+        assert_eq!(CgroupSupport::of(&o), CgroupSupport::IdOnly);
+        // Before 5.5 `kernfs_node.id` is a union of two u32s under another name; no
+        // `sk_cgrp_data` at all without CONFIG_SOCK_CGROUP_DATA.
+        for members in [
+            &[
+                ("sock", "sk_cgrp_data.val", 640, 8),
+                ("kernfs_node", "id", 64, 4),
+                ("cgroup", "kn", 256, 8),
+            ][..],
+            &[("kernfs_node", "id", 64, 8), ("cgroup", "kn", 256, 8)][..],
+        ] {
+            let o = cgroup_offsets(shape(members));
+            assert_eq!(o, KernelOffsets::none());
+            assert_eq!(CgroupSupport::of(&o), CgroupSupport::None);
+        }
+    }
+
+    #[test]
+    fn live_cgroup_offsets() {
+        let Some(bytes) = live("/sys/kernel/btf/vmlinux") else {
+            return;
+        };
+        let o = kernel_offsets(&Btf::parse(&bytes).unwrap()).unwrap();
+        assert_eq!(o.sk_cgrp_tagged, 0);
+        assert_ne!(o.cgroup_ancestors, NO_OFFSET);
+        assert_eq!(CgroupSupport::of(&o), CgroupSupport::Filter);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod btf;
 pub mod budget;
+pub mod cgroup;
 pub mod clock;
 pub mod context;
 pub mod decode;

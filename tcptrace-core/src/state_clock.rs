@@ -41,6 +41,11 @@ impl StateClock {
         prev.map(|t| ev.ts_ns.saturating_sub(t))
     }
 
+    /// When socket `sk` last changed state, if remembered.
+    pub fn last(&self, sk: u64) -> Option<u64> {
+        self.last.get(&sk).copied()
+    }
+
     /// Number of sockets currently remembered.
     pub fn len(&self) -> usize {
         self.last.len()
@@ -61,6 +66,7 @@ mod tests {
             ts_ns: ts,
             sk,
             netns: None,
+            cgroup: None,
             pid: 1,
             tid: 1,
             comm: Comm::new("t"),

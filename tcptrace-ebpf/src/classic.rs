@@ -94,6 +94,7 @@ pub fn tcptrace_tp_set_state(ctx: TracePointContext) -> i32 {
     fill_addrs(&ctx, &mut rec.hdr, &l);
     let sk = rec.hdr.sk;
     sock::fill_netns(&mut rec.hdr, sk);
+    sock::fill_cgroup(&mut rec.hdr, sk);
     submit_state(&rec, rec.hdr.sk);
     0
 }
@@ -120,6 +121,7 @@ pub fn tcptrace_tp_retransmit(ctx: TracePointContext) -> i32 {
     fill_addrs(&ctx, &mut rec.hdr, &l);
     let sk = rec.hdr.sk;
     sock::fill_netns(&mut rec.hdr, sk);
+    sock::fill_cgroup(&mut rec.hdr, sk);
     submit(&rec, &rec.hdr);
     0
 }
@@ -135,6 +137,7 @@ pub fn tcptrace_tp_synack(ctx: TracePointContext) -> i32 {
     rec.hdr.sk = field::<u64>(&ctx, l.req).unwrap_or(0);
     fill_addrs(&ctx, &mut rec.hdr, &l);
     sock::fill_netns(&mut rec.hdr, rec.listener);
+    sock::fill_cgroup(&mut rec.hdr, rec.listener);
     submit(&rec, &rec.hdr);
     0
 }
@@ -158,6 +161,7 @@ pub fn tcptrace_tp_send_reset(ctx: TracePointContext) -> i32 {
     if rec.hdr.sk != 0 {
         let sk = rec.hdr.sk;
         sock::fill_netns(&mut rec.hdr, sk);
+        sock::fill_cgroup_any(&mut rec.hdr, sk);
     } else {
         let skb = field::<u64>(&ctx, l.skbaddr).unwrap_or(0);
         let mut from_skb = Header::default();
@@ -186,6 +190,7 @@ pub fn tcptrace_tp_recv_reset(ctx: TracePointContext) -> i32 {
     fill_addrs(&ctx, &mut rec.hdr, &l);
     let sk = rec.hdr.sk;
     sock::fill_netns(&mut rec.hdr, sk);
+    sock::fill_cgroup(&mut rec.hdr, sk);
     submit(&rec, &rec.hdr);
     0
 }

@@ -14,11 +14,23 @@ use crate::globals::{EVENTS, LOST, get};
 /// A header with kind, timestamp and current task filled in.
 #[inline(always)]
 pub fn header(kind: u8) -> Header {
+    header_at(kind, now_ns())
+}
+
+/// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// A header with kind, the given timestamp and the current task filled in.
+#[inline(always)]
+pub fn header_at(kind: u8, ts_ns: u64) -> Header {
     let pid_tgid = bpf_get_current_pid_tgid();
     Header {
         kind,
-        // SAFETY: bpf_ktime_get_ns has no preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns,
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
@@ -39,7 +51,7 @@ fn port_listed(port: u16, n: u8, list: &[u16; MAX_PORTS]) -> bool {
     false
 }
 
-/// Whether the record passes the user's cheap filters (family, ports, pid, netns).
+/// Whether the record passes the user's cheap filters (family, ports, pid, netns, cgroup).
 #[inline(always)]
 pub fn wanted(hdr: &Header) -> bool {
     let family = get!(FILTER.family);
@@ -52,6 +64,9 @@ pub fn wanted(hdr: &Header) -> bool {
     }
     let netns = get!(FILTER.netns);
     if netns != 0 && (hdr.flags & hdr_flags::NETNS == 0 || netns != hdr.netns) {
+        return false;
+    }
+    if get!(FILTER.cgroup) != 0 && hdr.flags & hdr_flags::IN_CGROUP == 0 {
         return false;
     }
     let n_l = get!(FILTER.n_lports);

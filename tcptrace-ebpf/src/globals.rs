@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use tcptrace_common::{Filter, KernelOffsets, MAX_PORTS, SnapPlan, TpLayout, Wakeup};
+use tcptrace_common::{Filter, KernelOffsets, MAX_PORTS, Nested, SnapPlan, TpLayout, Wakeup};
 
 /// All records go here; userspace sizes it with `--ring-buffer` before load.
 #[map]
@@ -12,6 +12,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 /// Index 0: records dropped because `EVENTS` was full, per CPU.
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Index 0: the state changes the main state-change program handled on this CPU, and those the
+/// second one caught (see [`Nested`]).
+#[map]
+pub static NESTED: PerCpuArray<Nested> = PerCpuArray::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 pub static FILTER: Filter = Filter {
@@ -24,6 +29,9 @@ pub static FILTER: Filter = Filter {
     _pad1: 0,
     lports: [0; MAX_PORTS],
     rports: [0; MAX_PORTS],
+    cgroup_level: 0,
+    _pad2: 0,
+    cgroup: 0,
 };
 
 /// When records wake the reader (batching at high rates).

@@ -123,7 +123,73 @@ pub fn fill_from_sock(hdr: &mut Header, sk: u64) -> bool {
         hdr.netns = ns;
         hdr.flags |= hdr_flags::NETNS;
     }
+    if !mini {
+        fill_cgroup(hdr, sk);
+    }
     true
+}
+
+/// `kn->id` of a `struct cgroup *`: the cgroup's id.
+#[inline(always)]
+fn cgroup_id(cgrp: u64) -> Option<u64> {
+    let kn: u64 = read(cgrp, get!(OFFSETS.cgroup_kn))?;
+    read(kn, get!(OFFSETS.kn_id))
+}
+
+/// Whether `cgrp` is the filter's cgroup or below it: its ancestor at the filter's level is
+/// the filter's cgroup (`ancestors[]` pointers on 6.1+, `ancestor_ids[]` before).
+#[inline(always)]
+fn under_filter(cgrp: u64, id: u64) -> bool {
+    let want = get!(FILTER.cgroup);
+    if id == want {
+        return true;
+    }
+    let at = get!(FILTER.cgroup_level);
+    let Some(level) = read::<i32>(cgrp, get!(OFFSETS.cgroup_level)) else {
+        return false;
+    };
+    if level < 0 || (level as u32) <= at {
+        return false;
+    }
+    let slot = at as u64 * 8;
+    let ptrs = get!(OFFSETS.cgroup_ancestors);
+    let ids = get!(OFFSETS.cgroup_ancestor_ids);
+    let found = if ptrs != NO_OFFSET {
+        read::<u64>(cgrp + slot, ptrs).and_then(cgroup_id)
+    } else {
+        read::<u64>(cgrp + slot, ids)
+    };
+    found == Some(want)
+}
+
+/// Sets `hdr.cgroup` from a full socket's `sk_cgrp_data` (the v2 cgroup of the task that
+/// created it), and marks whether it lies in the `--cgroup` filter's subtree. Request and
+/// timewait sockets have no `sk_cgrp_data`: callers pass full sockets only.
+#[inline(always)]
+pub fn fill_cgroup(hdr: &mut Header, sk: u64) {
+    let Some(cgrp) = read::<u64>(sk, get!(OFFSETS.sk_cgrp)) else {
+        return;
+    };
+    // Before 5.15 the word is a union that holds v1 data instead while its low bit is set.
+    if cgrp == 0 || (get!(OFFSETS.sk_cgrp_tagged) != 0 && cgrp & 1 != 0) {
+        return;
+    }
+    let Some(id) = cgroup_id(cgrp) else {
+        return;
+    };
+    hdr.cgroup = id;
+    hdr.flags |= hdr_flags::CGROUP;
+    if get!(FILTER.cgroup) != 0 && under_filter(cgrp, id) {
+        hdr.flags |= hdr_flags::IN_CGROUP;
+    }
+}
+
+/// Sets `hdr.cgroup` from a socket that may be a request or timewait socket (state read).
+#[inline(always)]
+pub fn fill_cgroup_any(hdr: &mut Header, sk: u64) {
+    if !matches!(state(sk), Some(TIME_WAIT | NEW_SYN_RECV) | None) {
+        fill_cgroup(hdr, sk);
+    }
 }
 
 /// Sets `hdr.netns` from a socket when BTF offsets are known.

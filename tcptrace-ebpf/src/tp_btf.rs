@@ -2,28 +2,89 @@
 //! including `struct sock *`, which we read at BTF-resolved offsets.
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tcptrace_common::{
-    ErrorRecord, IPPROTO_TCP, NO_FIELD, REASON_NONE, ResetRecord, RetransmitRecord, STATE_UNKNOWN,
-    StateRecord, SynAckRecord, kind, retrans_flags,
+    ErrorRecord, IPPROTO_TCP, NO_FIELD, NOTE_STALE_NS, REASON_NONE, ResetRecord, RetransmitRecord,
+    STATE_UNKNOWN, StateRecord, SynAckRecord, kind, retrans_flags,
 };
 
 use crate::{
-    emit::{header, submit, submit_state},
-    globals::get,
+    emit::{header, header_at, now_ns, submit, submit_state},
+    globals::{NESTED, get},
     sock,
 };
 
 /// `trace_inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)`,
-/// called from `inet_sk_state_store`/`inet_sk_set_state` (Linux 4.16+).
+/// called from `inet_sk_state_store`/`inet_sk_set_state` (Linux 4.16+). Notes each event it
+/// handles for [`tcptrace_btf_set_state_nested`].
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn tcptrace_btf_set_state(ctx: BtfTracePointContext) -> i32 {
+    let now = now_ns();
+    if let Some(n) = NESTED.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, from a successful lookup; valid while the program runs.
+        // The kernel runs this program at most once at a time per CPU. A note is taken away by
+        // the second program right after; if the first place is held by an outer event
+        // between this program and the second, the second place is used and the outer note
+        // kept; a stale note's place is reused.
+        unsafe {
+            let first = &(*n).notes[0];
+            let i = usize::from(first.sk != 0 && now.wrapping_sub(first.noted_ns) < NOTE_STALE_NS);
+            let note = &mut (*n).notes[i & 1];
+            note.sk = ctx.arg(0);
+            note.transition = transition(&ctx);
+            note.noted_ns = now;
+        }
+    }
+    set_state(&ctx, now);
+    0
+}
+
+/// `old << 8 | new` of a state change.
+#[inline(always)]
+fn transition(ctx: &BtfTracePointContext) -> u32 {
+    ((ctx.arg::<u32>(1) & 0xff) << 8) | (ctx.arg::<u32>(2) & 0xff)
+}
+
+/// The same tracepoint, attached second (Linux 5.5+): the kernel skips runs of a BTF
+/// tracepoint program nested in itself on one CPU, such as a softirq that interrupts
+/// [`tcptrace_btf_set_state`] (its own ring-buffer wakeup raises an interrupt, and pending
+/// softirqs run on the way out of it). This program writes the record of every state change
+/// that one did not note, and counts them; the others it leaves alone.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tcptrace_btf_set_state_nested(ctx: BtfTracePointContext) -> i32 {
+    let Some(n) = NESTED.get_ptr_mut(0) else {
+        return 0;
+    };
+    let sk: u64 = ctx.arg(0);
+    let tr = transition(&ctx);
+    // SAFETY: this CPU's slot, from a successful lookup; valid while the program runs. Only
+    // the two state-change programs write it, each at most once at a time per CPU, and a
+    // nested run of either completes before the interrupted one continues.
+    unsafe {
+        let mut i = 0;
+        while i < 2 {
+            let note = &mut (*n).notes[i];
+            if note.sk == sk && note.transition == tr {
+                note.sk = 0;
+                return 0;
+            }
+            i += 1;
+        }
+        (*n).caught += 1;
+    }
+    set_state(&ctx, now_ns());
+    0
+}
+
+/// One state change of a TCP socket into a record stamped `ts_ns`.
+#[inline(always)]
+fn set_state(ctx: &BtfTracePointContext, ts_ns: u64) {
     let sk: u64 = ctx.arg(0);
     if sock::protocol(sk) != Some(IPPROTO_TCP) {
-        return 0;
+        return;
     }
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
     let mut rec = StateRecord {
-        hdr: header(kind::STATE),
+        hdr: header_at(kind::STATE, ts_ns),
         old: old as u8,
         new: new as u8,
         ..StateRecord::default()
@@ -31,7 +92,6 @@ pub fn tcptrace_btf_set_state(ctx: BtfTracePointContext) -> i32 {
     rec.hdr.sk = sk;
     sock::fill_from_sock(&mut rec.hdr, sk);
     submit_state(&rec, rec.hdr.sk);
-    0
 }
 
 /// `trace_tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)` from
@@ -71,6 +131,8 @@ pub fn tcptrace_btf_synack(ctx: BtfTracePointContext) -> i32 {
     };
     rec.hdr.sk = req;
     sock::fill_from_sock(&mut rec.hdr, req);
+    // A request socket has no cgroup of its own; the child will inherit the listener's.
+    sock::fill_cgroup(&mut rec.hdr, listener);
     submit(&rec, &rec.hdr);
     0
 }

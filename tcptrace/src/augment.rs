@@ -39,6 +39,10 @@ pub struct Augmenter {
     pub skipped: u64,
     /// Namespaces sock_diag could not be opened in, reported once each.
     warned: Vec<u32>,
+    /// `--cgroup`, applied to dumped sockets as the kernel applies it to events.
+    cgroup: Option<crate::cgroups::CgroupFilter>,
+    /// The filter's subtree as of the current dump.
+    cgroup_ids: std::collections::HashSet<u64>,
 }
 
 fn tuple(ev: &Event) -> Tuple {
@@ -90,7 +94,13 @@ impl Augmenter {
             used: 0,
             skipped: 0,
             warned: Vec::new(),
+            cgroup: None,
+            cgroup_ids: Default::default(),
         }
+    }
+
+    pub fn set_cgroup_filter(&mut self, f: Option<crate::cgroups::CgroupFilter>) {
+        self.cgroup = f;
     }
 
     /// Notes what an event will need asked.
@@ -220,6 +230,7 @@ impl Augmenter {
                 ts_ns: now_ns,
                 sk,
                 netns: Some(netns),
+                cgroup: None,
                 pid: 0,
                 tid: 0,
                 comm: Comm::default(),
@@ -253,6 +264,9 @@ impl Augmenter {
             return;
         }
         let owners = socket_owners();
+        if let Some(f) = &self.cgroup {
+            self.cgroup_ids = f.subtree_ids();
+        }
         let states = if at_exit {
             SEED_STATES & !(1 << 10)
         } else {
@@ -277,6 +291,7 @@ impl Augmenter {
                     ts_ns: now_ns,
                     sk: 0,
                     netns: Some(netns),
+                    cgroup: s.cgroup,
                     pid,
                     tid: 0,
                     comm,
@@ -308,6 +323,7 @@ impl Augmenter {
         (f.family == 0 || f.family == family)
             && listed(s.tuple.lport, f.n_lports, &f.lports)
             && listed(s.tuple.rport, f.n_rports, &f.rports)
+            && (self.cgroup.is_none() || s.cgroup.is_some_and(|c| self.cgroup_ids.contains(&c)))
     }
 
     /// The sockets that exist as tracing starts.

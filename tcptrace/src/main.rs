@@ -2,6 +2,7 @@
 //! loop and maps every failure to one line on stderr and a non-zero exit (a closed output pipe
 //! is a normal end).
 mod augment;
+mod cgroups;
 mod diag;
 mod flags;
 mod lab;
@@ -106,6 +107,10 @@ pub fn trace(
     attached: Option<std::sync::mpsc::Sender<()>>,
 ) -> anyhow::Result<stats::Stats> {
     let tracer = loader::load(cfg)?;
+    // The lab builds namespaces and runs iptables while it traces: it keeps its privileges.
+    if cfg.action == flags::Action::Trace {
+        loader::drop_after_attach()?;
+    }
     release_startup_memory();
     for w in &tracer.warnings {
         log::warn!("{w}");
@@ -130,12 +135,18 @@ pub fn trace(
     pipeline.set_hz(hz);
     let with_netns = tracer.snap_available();
     let mut augment = Augmenter::new(with_netns, cfg.conn_filter.netns.clone(), cfg.filter);
+    augment.set_cgroup_filter(cfg.cgroup.clone());
+    let mut cgroups = cgroups::Cgroups::new();
     let mut namespaces = namespaces::Namespaces::new(
         with_netns && cfg.diagnose.is_some(),
         hz,
         cfg.conn_filter.netns.clone(),
     );
-    log::info!("attached {}; tracing (Ctrl-C to stop)", hooks.join(" "));
+    log::info!(
+        "attached {}; {}; tracing (Ctrl-C to stop)",
+        hooks.join(" "),
+        cgroups.describe()
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -144,6 +155,7 @@ pub fn trace(
         &mut pipeline,
         &mut augment,
         &mut namespaces,
+        &mut cgroups,
         run::Control {
             duration: cfg.duration,
             reopen_on_hup: cfg.output.is_some(),

@@ -1,12 +1,15 @@
 //! Keeps each traced namespace's facts fresh for the diagnosis rules: its sysctls when it is
-//! first seen (before its first connection can finish) and again every [`REFRESH_NS`]; on
+//! first seen (before its first connection can finish), again every [`REFRESH_NS`], and when
+//! a connection ends whose last state change is newer than the last read (so its diagnosis
+//! cites the values in force then, at most every [`REREAD_NS`]); on
 //! every tick a sample of its TcpExt counters, TIME_WAIT sockets per destination and listener
 //! queues. Everything goes through the pipeline, so `--events` recordings carry it.
 use std::{collections::HashMap, fs::File, io, net::IpAddr};
 
 use tcptrace_core::{
     diagnose::netns::{Listener, NetnsSample},
-    event::Event,
+    event::{Event, EventKind},
+    sysctl::Sysctls,
     tcp::TcpState,
 };
 
@@ -18,6 +21,9 @@ use crate::{
 
 /// Sysctls are read again this often (they can change while we run).
 const REFRESH_NS: u64 = 5_000_000_000;
+/// And when a connection ends whose last state change is newer than the last read, so its
+/// diagnosis cites the values in force — at most this often per namespace.
+const REREAD_NS: u64 = 200_000_000;
 /// A namespace is sampled for this long after its last event (TIME_WAIT outlives them).
 const ACTIVE_NS: u64 = 120_000_000_000;
 /// Destinations listed per sample.
@@ -38,6 +44,11 @@ struct Known {
     failed: bool,
     /// No sample before this (see [`BIG_DUMP`]).
     next_sample_ns: u64,
+    /// What the last read found (a re-read records only changes).
+    sysctls: Option<Sysctls>,
+    mtus: Vec<(IpAddr, u32)>,
+    /// The last re-read at a connection's end.
+    reread_ns: u64,
 }
 
 pub struct Namespaces {
@@ -51,6 +62,8 @@ pub struct Namespaces {
     last: Option<u32>,
     /// An event of `last` arrived since the previous tick (its activity time is due).
     last_seen: bool,
+    /// Re-reads made because a connection ended after its namespace's last read.
+    pub rereads: u64,
 }
 
 impl Namespaces {
@@ -63,6 +76,7 @@ impl Namespaces {
             known: HashMap::new(),
             last: None,
             last_seen: false,
+            rereads: 0,
         }
     }
 
@@ -71,6 +85,13 @@ impl Namespaces {
         let Some(ns) = ev.netns.filter(|_| self.enabled) else {
             return Ok(());
         };
+        if let EventKind::State {
+            new: TcpState::CLOSE,
+            ..
+        } = ev.kind
+        {
+            self.at_close(ns, ev, pipeline)?;
+        }
         if self.last == Some(ns) {
             self.last_seen = true;
             return Ok(());
@@ -98,8 +119,39 @@ impl Namespaces {
         Ok(())
     }
 
+    /// A connection ends: if the namespace's sysctls were read before its last state change,
+    /// they may have changed since: read them again (rate-limited), recording them only if
+    /// they did.
+    fn at_close(&mut self, ns: u32, ev: &Event, pipeline: &mut Pipeline) -> io::Result<()> {
+        let Some(k) = self.known.get_mut(&ns).filter(|k| !k.failed) else {
+            return Ok(());
+        };
+        let (Some(read_ns), Some(changed_ns)) = (k.sysctls_read_ns, pipeline.last_change_ns(ev))
+        else {
+            return Ok(());
+        };
+        if read_ns >= changed_ns || ev.ts_ns.saturating_sub(k.reread_ns) < REREAD_NS {
+            return Ok(());
+        }
+        k.reread_ns = ev.ts_ns;
+        self.rereads += 1;
+        self.read_inner(ns, ev.ts_ns, pipeline, true)
+    }
+
     /// Visits a namespace for its sysctls and MTUs (and, the first time, its netstat file).
     fn read(&mut self, ns: u32, now_ns: u64, pipeline: &mut Pipeline) -> io::Result<()> {
+        self.read_inner(ns, now_ns, pipeline, false)
+    }
+
+    /// [`Namespaces::read`]; with `only_changes`, what equals the last reading is not
+    /// recorded again.
+    fn read_inner(
+        &mut self,
+        ns: u32,
+        now_ns: u64,
+        pipeline: &mut Pipeline,
+        only_changes: bool,
+    ) -> io::Result<()> {
         let reading = self
             .paths
             .locate(ns)
@@ -114,7 +166,14 @@ impl Namespaces {
         let k = self.known.entry(ns).or_default();
         k.sysctls_read_ns = Some(now_ns);
         k.netstat.get_or_insert(reading.netstat);
-        pipeline.set_interfaces(now_ns, ns, &reading.mtus)?;
+        if !(only_changes && k.mtus == reading.mtus) {
+            pipeline.set_interfaces(now_ns, ns, &reading.mtus)?;
+            k.mtus = reading.mtus;
+        }
+        if only_changes && k.sysctls.as_ref() == Some(&reading.sysctls) {
+            return Ok(());
+        }
+        k.sysctls = Some(reading.sysctls.clone());
         pipeline.set_sysctls(now_ns, ns, reading.sysctls)
     }
 

@@ -127,12 +127,18 @@ impl<'s, 'f> Pipeline<'s, 'f> {
         }
     }
 
-    pub fn stats(&self) -> &Stats {
-        &self.stats
-    }
-
     pub fn table(&self) -> &ConnTable {
         &self.table
+    }
+
+    /// When `ev`'s socket last changed state (before `ev`), from the connection table or, with
+    /// no sink wanting records, the events' state clock.
+    pub fn last_change_ns(&self, ev: &Event) -> Option<u64> {
+        if self.interest.conns {
+            self.table.last_change_ns(ev)
+        } else {
+            self.clock.last(ev.sk)
+        }
     }
 
     /// The wall clock records are printed in (replay takes the recording host's).
@@ -190,6 +196,14 @@ impl<'s, 'f> Pipeline<'s, 'f> {
         Ok(())
     }
 
+    /// Cgroup `id` is at `path` below the cgroup2 mount (resolved at `ts_ns`): recorded once.
+    pub fn learn_cgroup(&mut self, ts_ns: u64, id: u64, path: &str) -> io::Result<()> {
+        if self.ctx.learn_cgroup(id, path) {
+            self.fact(&Fact::Cgroup { ts_ns, id })?;
+        }
+        Ok(())
+    }
+
     /// A namespace's sysctls were read at `ts_ns`.
     pub fn set_sysctls(&mut self, ts_ns: u64, netns: u32, sysctls: Sysctls) -> io::Result<()> {
         self.fact(&Fact::Sysctls {
@@ -237,10 +251,19 @@ impl<'s, 'f> Pipeline<'s, 'f> {
         Ok(())
     }
 
-    /// `count` kernel events of `cause` were lost.
+    /// `count` kernel events of `cause` were lost (noticed at `ts_ns`): counted, recorded, and
+    /// every connection open now is noted as possibly incomplete.
     pub fn lost(&mut self, ts_ns: u64, count: u64, cause: LostCause) -> io::Result<()> {
         self.stats.add_lost(cause, count);
+        if self.interest.conns {
+            self.table.lost();
+        }
         self.sink.lost(&self.ctx, ts_ns, count, cause)
+    }
+
+    /// State changes the nested-run program caught for the main one, so far.
+    pub fn set_nested_caught(&mut self, n: u64) {
+        self.stats.nested_caught = n;
     }
 
     /// sock_diag look-ups skipped so far to stay within their budget.

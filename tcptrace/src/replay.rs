@@ -114,6 +114,10 @@ impl Replayer<'_, '_, '_> {
                 self.to(s.ts_ns)?;
                 self.pipeline.sample(&s.sample())?;
             }
+            Cold::Cgroup(c) => {
+                self.start(c.ts_ns)?;
+                self.pipeline.learn_cgroup(c.ts_ns, c.id, &c.path)?;
+            }
             Cold::Log(_) | Cold::SysctlReport(_) => {}
         }
         Ok(())

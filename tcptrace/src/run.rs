@@ -5,7 +5,7 @@
 //! reopens the file instead (log rotation).
 use std::{io, time::Duration};
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -13,7 +13,12 @@ use tokio::{
 };
 
 use crate::{
-    augment::Augmenter, loader::Tracer, monotonic_ns, namespaces::Namespaces, pipeline::Pipeline,
+    augment::Augmenter,
+    cgroups::Cgroups,
+    loader::{LossCounters, Losses, Tracer},
+    monotonic_ns,
+    namespaces::Namespaces,
+    pipeline::Pipeline,
     stats::Stats,
 };
 use tcptrace_core::{decode::decode, event::Event, snapshot::SnapLayout, wire::LostCause};
@@ -23,8 +28,11 @@ struct Reader<'p, 's, 'f> {
     pipeline: &'p mut Pipeline<'s, 'f>,
     augment: &'p mut Augmenter,
     namespaces: &'p mut Namespaces,
+    cgroups: &'p mut Cgroups,
     snap: SnapLayout,
     facts: Vec<Event>,
+    counters: &'p mut LossCounters,
+    loss: LossReport,
 }
 
 impl Reader<'_, '_, '_> {
@@ -33,6 +41,7 @@ impl Reader<'_, '_, '_> {
         match decode(raw, &self.snap) {
             Ok(ev) => {
                 self.augment.observe(&ev);
+                self.cgroups.observe(&ev, self.pipeline)?;
                 self.namespaces.observe(&ev, self.pipeline)?;
                 self.pipeline.feed(&ev)
             }
@@ -49,11 +58,13 @@ impl Reader<'_, '_, '_> {
         self.augment
             .resolve(now, tick, self.pipeline.table(), &mut self.facts);
         for ev in self.facts.drain(..) {
+            self.cgroups.observe(&ev, self.pipeline)?;
             self.namespaces.observe(&ev, self.pipeline)?;
             self.pipeline.feed(&ev)?;
         }
         if tick {
             self.namespaces.tick(now, self.augment, self.pipeline)?;
+            self.cgroups.tick(now, self.pipeline)?;
         }
         self.pipeline.set_diag_skipped(self.augment.skipped);
         self.pipeline.advance(now)?;
@@ -63,31 +74,65 @@ impl Reader<'_, '_, '_> {
         self.pipeline.flush()
     }
 
+    /// Reads what the ring holds, then the loss counters: a loss is recorded after the events
+    /// that came before it, and noted on the connections open then, before any goes out.
     fn drain(&mut self, ring: &mut RingBuf<MapData>, tick: bool) -> io::Result<()> {
         while let Some(item) = ring.next() {
             self.handle(&item)?;
+        }
+        self.loss.check(self.counters, self.pipeline)?;
+        if tick {
+            self.loss.tell();
         }
         self.settle(tick)
     }
 }
 
-fn lost_total(lost: &PerCpuArray<MapData, u64>) -> u64 {
-    lost.get(&0, 0)
-        .map(|per_cpu| per_cpu.iter().copied().sum())
-        .unwrap_or(0)
+/// What the kernel lost, as reported so far.
+#[derive(Default)]
+struct LossReport {
+    reported: Losses,
+    /// Counts not yet told on stderr (told at most once a second), by cause.
+    untold: [u64; 2],
 }
 
-/// Reports records lost since the last check, to stderr and to the sink.
-fn report_lost(lost: &PerCpuArray<MapData, u64>, pipeline: &mut Pipeline) -> io::Result<()> {
-    let total = lost_total(lost);
-    let known = pipeline.stats().lost_ring;
-    if total > known {
-        let delta = total - known;
-        log::warn!("lost {delta} events (ring buffer full; a larger --ring-buffer helps)");
-        pipeline.lost(monotonic_ns(), delta, LostCause::RingFull)?;
-        pipeline.flush()?;
+impl LossReport {
+    /// Reads the kernel's loss counters and reports what is new to the pipeline (which counts
+    /// it, records it and notes the connections open now); stderr hears about it on `tell`.
+    fn check(&mut self, counters: &mut LossCounters, pipeline: &mut Pipeline) -> io::Result<()> {
+        let now = counters.read();
+        pipeline.set_nested_caught(now.caught);
+        for (i, cause) in LostCause::ALL.into_iter().enumerate() {
+            let delta = now.of(cause).saturating_sub(self.reported.of(cause));
+            if delta > 0 {
+                pipeline.lost(monotonic_ns(), delta, cause)?;
+                self.untold[i] += delta;
+            }
+        }
+        // A count that went down (a nested run caught after its skip was read) stays reported.
+        self.reported.ring_full = self.reported.ring_full.max(now.ring_full);
+        if now.recursion() > self.reported.recursion() {
+            self.reported.skipped = now.skipped;
+            self.reported.caught = now.caught;
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn tell(&mut self) {
+        for (i, cause) in LostCause::ALL.into_iter().enumerate() {
+            let n = std::mem::take(&mut self.untold[i]);
+            if n == 0 {
+                continue;
+            }
+            let why = match cause {
+                LostCause::RingFull => "ring buffer full; a larger --ring-buffer helps",
+                LostCause::Recursion => {
+                    "the kernel skipped runs of a program already running on that CPU"
+                }
+            };
+            log::warn!("lost {n} events ({why})");
+        }
+    }
 }
 
 /// When and how the loop stops, and who is told that tracing started.
@@ -108,6 +153,7 @@ pub async fn run(
     pipeline: &mut Pipeline<'_, '_>,
     augment: &mut Augmenter,
     namespaces: &mut Namespaces,
+    cgroups: &mut Cgroups,
     control: Control,
 ) -> anyhow::Result<Stats> {
     let Control {
@@ -137,8 +183,11 @@ pub async fn run(
         pipeline,
         augment,
         namespaces,
+        cgroups,
         snap: tracer.snap,
         facts: Vec::new(),
+        counters: &mut tracer.losses,
+        loss: LossReport::default(),
     };
     reader.pipeline.start(monotonic_ns())?;
     // Connections that predate tracing (the hooks are attached, so nothing falls in between).
@@ -170,9 +219,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
-                let r = reader.drain(ring.get_mut(), true)
-                    .and_then(|()| report_lost(&tracer.lost, reader.pipeline));
-                if let Err(e) = r {
+                if let Err(e) = reader.drain(ring.get_mut(), true) {
                     break Err(e);
                 }
             }
@@ -196,11 +243,11 @@ pub async fn run(
     result?;
     let mut ring = ring.into_inner();
     reader.drain(&mut ring, true)?;
-    report_lost(&tracer.lost, reader.pipeline)?;
     // What is still open: its numbers now, then every tracked connection goes out.
     reader.augment.at_exit(monotonic_ns(), &mut reader.facts);
     let now = monotonic_ns();
     for ev in reader.facts.drain(..) {
+        reader.cgroups.observe(&ev, reader.pipeline)?;
         reader.namespaces.observe(&ev, reader.pipeline)?;
         reader.pipeline.feed(&ev)?;
     }

@@ -24,6 +24,8 @@ pub struct Stats {
     pub lost_ring: u64,
     /// Program runs the kernel skipped because one of ours was already running on that CPU.
     pub lost_recursion: u64,
+    /// State changes the kernel skipped in the main program but the nested-run program caught.
+    pub nested_caught: u64,
     /// Lifecycle mode: connection records printed.
     pub conns_printed: u64,
     pub table: TableStats,
@@ -97,6 +99,9 @@ impl fmt::Display for Stats {
                  {} timewait unconfirmed)",
                 t.finished, self.conns_printed, t.evicted, t.missed, t.time_wait_unconfirmed
             )?;
+            if t.open_at_loss > 0 {
+                write!(f, "; {} open when events were lost", t.open_at_loss)?;
+            }
         }
         if self.diagnosed > 0 || self.findings > 0 {
             write!(
@@ -105,11 +110,18 @@ impl fmt::Display for Stats {
                 self.diagnosed, self.findings
             )?;
         }
-        if self.lost_recursion > 0 {
+        if self.lost() > 0 {
             write!(
                 f,
-                "; lost: {} ring buffer full, {} skipped runs (recursion)",
+                " (lost: {} ring buffer full, {} in runs the kernel skipped)",
                 self.lost_ring, self.lost_recursion
+            )?;
+        }
+        if self.nested_caught > 0 {
+            write!(
+                f,
+                "; {} state changes caught in nested runs",
+                self.nested_caught
             )?;
         }
         let o = &self.output;

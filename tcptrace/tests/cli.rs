@@ -36,12 +36,26 @@ fn bad_values_are_one_line_errors() {
 fn damaged_recordings_are_one_line_errors() {
     let dir = std::env::temp_dir().join(format!("tcptrace-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let magic = b"tcptrace-raw\0\0\0\x01";
-    for (name, body) in [
+    let magic = b"tcptrace-raw\0\0\0\x02";
+    for (name, body, says) in [
         // A frame cut short, an unknown tag, a kernel record before the context.
-        ("short.raw", [&magic[..], &[1, 96, 0, 0, 0, 1, 2]].concat()),
-        ("tag.raw", [&magic[..], &[7, 0, 0, 0, 0]].concat()),
-        ("order.raw", [&magic[..], &[1, 2, 0, 0, 0, 1, 2]].concat()),
+        (
+            "short.raw",
+            [&magic[..], &[1, 104, 0, 0, 0, 1, 2]].concat(),
+            "frame",
+        ),
+        ("tag.raw", [&magic[..], &[7, 0, 0, 0, 0]].concat(), "frame"),
+        (
+            "order.raw",
+            [&magic[..], &[1, 2, 0, 0, 0, 1, 2]].concat(),
+            "frame",
+        ),
+        // Version 1 had 96-byte records (no cgroup).
+        (
+            "v1.raw",
+            b"tcptrace-raw\0\0\0\x01\x03\0\0\0\0".to_vec(),
+            "raw recording version 1 is not supported",
+        ),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, body).unwrap();
@@ -49,7 +63,7 @@ fn damaged_recordings_are_one_line_errors() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{name}: {err}");
         assert_eq!(err.lines().count(), 1, "{name}: {err}");
-        assert!(err.contains("frame"), "{name}: {err}");
+        assert!(err.contains(says), "{name}: {err}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

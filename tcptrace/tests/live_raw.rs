@@ -84,7 +84,7 @@ fn raw_recording_replays_like_its_json() {
     assert!(child.wait().unwrap().success());
 
     let bytes = std::fs::read(&raw).unwrap();
-    assert!(bytes.starts_with(b"tcptrace-raw\0\0\0\x01"));
+    assert!(bytes.starts_with(b"tcptrace-raw\0\0\0\x02"));
     let path = raw.to_str().unwrap();
     let direct = records(&tcptrace(&["replay", path, "--format", "json"]));
     let events = tcptrace(&["replay", path, "--events", "--format", "json"]);

@@ -89,6 +89,74 @@ fn bad_replay_input_is_a_one_line_error() {
     assert_eq!(missing.status.code(), Some(1));
 }
 
+/// The fixture with `lost` lines after the 9704 server's ESTABLISHED, while both ends are open.
+fn with_losses(lost: &[&str]) -> std::path::PathBuf {
+    let fixture = std::fs::read_to_string(FIXTURE).unwrap();
+    let mut out = String::new();
+    for line in fixture.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.contains("\"lport\":9704") && line.contains("\"new\":\"ESTABLISHED\"") {
+            for l in lost {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    let path = std::env::temp_dir().join(format!(
+        "tcptrace-replay-lost-{}-{}",
+        std::process::id(),
+        lost.len()
+    ));
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn replay_reports_losses_by_cause_and_notes_the_open_connections() {
+    let rec = with_losses(&[
+        r#"{"type":"lost","ts_ns":32017762300000,"count":3,"cause":"recursion"}"#,
+        // Written before causes were told apart: a full ring buffer.
+        r#"{"type":"lost","ts_ns":32017762300001,"count":2}"#,
+    ]);
+    let out = tcptrace(&["replay", rec.to_str().unwrap(), "--format", "json"]);
+    let _ = std::fs::remove_file(&rec);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(" 5 lost, ")
+            && err.contains("(lost: 2 ring buffer full, 3 in runs the kernel skipped)")
+            && err.contains("; 2 open when events were lost"),
+        "{err}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lost: Vec<&str> = text.lines().filter(|l| l.contains("\"lost\"")).collect();
+    assert_eq!(lost.len(), 2, "{text}");
+    assert!(
+        lost[0].contains(r#""count":3,"cause":"recursion""#),
+        "{}",
+        lost[0]
+    );
+    assert!(
+        lost[1].contains(r#""count":2,"cause":"ring_full""#),
+        "{}",
+        lost[1]
+    );
+    let noted: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"lost_events\""))
+        .collect();
+    assert_eq!(noted.len(), 2, "{text}");
+    assert!(noted.iter().all(|l| l.contains(":9704,")), "{noted:?}");
+
+    let bad = with_losses(&[r#"{"type":"lost","ts_ns":1,"count":1,"cause":"gremlins"}"#]);
+    let out = tcptrace(&["replay", bad.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gremlins") && err.contains(":39:"), "{err}");
+}
+
 /// Runs `tcptrace replay FILE --format json` on `body`.
 fn replay_bytes(name: &str, body: &[u8]) -> std::process::Output {
     let path = std::env::temp_dir().join(format!("tcptrace-{}-{name}", std::process::id()));
@@ -124,7 +192,7 @@ fn a_truncated_json_recording_replays_up_to_the_cut() {
 fn a_truncated_raw_recording_replays_up_to_the_cut() {
     // A binary recording of JSON frames only (userspace facts and events re-printed), which
     // replay reads like any other.
-    let mut raw = b"tcptrace-raw\0\0\0\x01".to_vec();
+    let mut raw = b"tcptrace-raw\0\0\0\x02".to_vec();
     let text = std::fs::read_to_string(FIXTURE).unwrap();
     for line in text.lines() {
         raw.push(2);
@@ -147,10 +215,10 @@ fn a_truncated_raw_recording_replays_up_to_the_cut() {
         "{err}"
     );
     assert_eq!(conn_lines(&cut), conn_lines(&whole));
-    let newer = replay_bytes("v2.raw", b"tcptrace-raw\0\0\0\x02");
+    let newer = replay_bytes("v3.raw", b"tcptrace-raw\0\0\0\x03");
     let err = String::from_utf8_lossy(&newer.stderr);
     assert!(
-        err.contains("raw recording version 2 is not supported"),
+        err.contains("raw recording version 3 is not supported"),
         "{err}"
     );
 }

@@ -17,6 +17,8 @@ use socket2::{Domain, Socket, Type};
 /// How a churn run went.
 #[derive(Debug, Clone, Copy)]
 pub struct ChurnResult {
+    /// The loopback listener's port (the server side of every churn connection).
+    pub port: u16,
     pub connections: u64,
     pub errors: u64,
     pub secs: f64,
@@ -93,6 +95,7 @@ pub fn churn(threads: usize, duration: Duration) -> anyhow::Result<ChurnResult> 
         let _ = s.join();
     }
     Ok(ChurnResult {
+        port: addr.port(),
         connections: done.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
         secs,

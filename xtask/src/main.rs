@@ -63,6 +63,9 @@ enum Task {
         /// Skip the memory and replay figures.
         #[arg(long)]
         skip_scale: bool,
+        /// Measure this tcptrace binary instead of building the checkout's.
+        #[arg(long)]
+        tcptrace: Option<std::path::PathBuf>,
     },
     /// Set up, then cargo fmt --check, clippy -D warnings and every test (privileged ones need root).
     Test {
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
             conns,
             skip_churn,
             skip_scale,
+            tcptrace,
         } => bench::run(&bench::Options {
             rounds: rounds.max(1),
             duration: std::time::Duration::from_secs_f64(duration),
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
             conns,
             skip_churn,
             skip_scale,
+            tcptrace,
         })
         .map(|()| ExitCode::SUCCESS),
         Task::BenchWriters => {

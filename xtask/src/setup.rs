@@ -31,11 +31,18 @@ fn packages(major: u32) -> Vec<(String, String)> {
             format!("/usr/lib/llvm-{major}/bin/llvm-config"),
         ),
         ("libbpf-tools".into(), "/usr/sbin/tcpstates".into()),
+        ("bpftool".into(), "/usr/sbin/bpftool".into()),
         ("iptables".into(), "/usr/sbin/iptables".into()),
         ("iproute2".into(), "/usr/sbin/ip".into()),
         ("netcat-openbsd".into(), "/usr/bin/nc.openbsd".into()),
         ("socat".into(), "/usr/bin/socat".into()),
         ("python3".into(), "/usr/bin/python3".into()),
+        // deploy/: `systemd-analyze verify` of the unit, a venv for the manifest's validator.
+        ("systemd".into(), "/usr/bin/systemd-analyze".into()),
+        (
+            "python3-venv".into(),
+            "/usr/share/doc/python3-venv/copyright".into(),
+        ),
     ]
 }
 
@@ -62,6 +69,40 @@ fn apt_install(missing: &[String]) -> anyhow::Result<()> {
             .args(["install", "-y", "--no-install-recommends"])
             .args(missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// Version of the Kubernetes manifest validator (it bundles the API schemas, so it checks
+/// `deploy/daemonset.yaml` offline).
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// Where `tcptrace/tests/deploy.rs` finds it.
+fn kubernetes_validate_bin() -> std::path::PathBuf {
+    exec::repo_root().join("target/tools/kubernetes-validate/bin/kubernetes-validate")
+}
+
+fn kubernetes_validate() -> anyhow::Result<()> {
+    let bin = kubernetes_validate_bin();
+    if bin.exists() {
+        return Ok(());
+    }
+    let venv = bin.parent().and_then(Path::parent).context("venv path")?;
+    step(&format!(
+        "python3 -m venv {} && pip install {KUBERNETES_VALIDATE}",
+        venv.display()
+    ));
+    exec::logged(
+        "python3 -m venv",
+        "venv",
+        Command::new("/usr/bin/python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(venv),
+    )?;
+    exec::logged(
+        "pip install kubernetes-validate",
+        "kubernetes-validate",
+        Command::new(venv.join("bin/pip")).args(["install", "--quiet", KUBERNETES_VALIDATE]),
     )
 }
 
@@ -159,6 +200,7 @@ pub fn setup() -> anyhow::Result<()> {
                 .env("PATH", exec::path_with_cargo_bin()),
         )?;
     }
+    kubernetes_validate()?;
     mount_tracefs()?;
     step(&format!("set-up complete (LLVM {major})"));
     Ok(())

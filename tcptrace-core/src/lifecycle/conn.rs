@@ -102,8 +102,11 @@ pub mod note {
     pub const HALF_OPEN: u16 = 1 << 6;
     /// Closed from FIN_WAIT2/CLOSING, but the kernel kept no timewait socket for it.
     pub const NO_TIME_WAIT: u16 = 1 << 7;
+    /// The kernel lost events (of unknown sockets) while this connection was open: it may be
+    /// missing a transition, retransmit, reset or error.
+    pub const LOST_EVENTS: u16 = 1 << 8;
 
-    pub const ALL: [(u16, &str); 8] = [
+    pub const ALL: [(u16, &str); 9] = [
         (PREEXISTING, "preexisting"),
         (MISSED_START, "missed_start"),
         (MISSED_EVENTS, "missed_events"),
@@ -112,6 +115,7 @@ pub mod note {
         (TIME_WAIT_UNCONFIRMED, "time_wait_unconfirmed"),
         (HALF_OPEN, "half_open"),
         (NO_TIME_WAIT, "no_time_wait"),
+        (LOST_EVENTS, "lost_events"),
     ];
 }
 
@@ -258,6 +262,8 @@ pub struct Conn {
     pub id: u64,
     pub sk: u64,
     pub netns: Option<u32>,
+    /// The socket's cgroup v2 id, from the first event that carried one.
+    pub cgroup: Option<std::num::NonZeroU64>,
     pub family: Family,
     pub laddr: IpAddr,
     pub lport: u16,
@@ -286,6 +292,7 @@ impl Conn {
             id,
             sk: ev.sk,
             netns: ev.netns,
+            cgroup: ev.cgroup.and_then(std::num::NonZeroU64::new),
             family: ev.family,
             laddr: ev.laddr,
             lport: ev.lport,
@@ -332,6 +339,9 @@ impl Conn {
         }
         if self.netns.is_none() {
             self.netns = ev.netns;
+        }
+        if self.cgroup.is_none() {
+            self.cgroup = ev.cgroup.and_then(std::num::NonZeroU64::new);
         }
     }
 

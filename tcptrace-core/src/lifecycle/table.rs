@@ -61,6 +61,8 @@ pub struct TableStats {
     pub unattached: u64,
     /// Transitions that did not continue from the state we had.
     pub missed: u64,
+    /// Connections open when the kernel reported lost events (noted `lost_events`).
+    pub open_at_loss: u64,
     pub time_wait_unconfirmed: u64,
 }
 
@@ -124,6 +126,12 @@ impl ConnTable {
             exit_index: None,
             stats: TableStats::default(),
         }
+    }
+
+    /// When the live connection of `ev`'s socket last changed state (what a re-read of its
+    /// namespace's sysctls must be newer than when it ends).
+    pub fn last_change_ns(&self, ev: &Event) -> Option<u64> {
+        self.live.get(&SockKey::of(ev))?.visits.last()?.since_ns
     }
 
     pub fn config(&self) -> &TableConfig {
@@ -273,6 +281,26 @@ impl ConnTable {
             let expect_tw = matches!(old, TcpState::FIN_WAIT2 | TcpState::CLOSING);
             if let Some(c) = self.live.remove(&key) {
                 self.start_closing(key, c, expect_tw);
+            }
+        }
+    }
+
+    /// The kernel lost events here (which sockets they were about, it cannot say): every
+    /// connection open now may be missing one and is noted so. Those that closed since the
+    /// previous check are not: a lost transition of theirs shows as a broken chain, a lost
+    /// retransmit, reset or error after their last transition cannot be seen. Depends only
+    /// on the events before it, so replay notes the same connections as live tracing.
+    pub fn lost(&mut self) {
+        let open = self
+            .live
+            .values_mut()
+            .map(|c| &mut **c)
+            .chain(self.half_open.values_mut())
+            .chain(self.seeded.values_mut());
+        for c in open {
+            if c.notes & note::LOST_EVENTS == 0 {
+                c.notes |= note::LOST_EVENTS;
+                self.stats.open_at_loss += 1;
             }
         }
     }

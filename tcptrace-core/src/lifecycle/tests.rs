@@ -185,6 +185,58 @@ fn a_lost_event_is_admitted_and_contained() {
 }
 
 #[test]
+fn a_loss_notes_the_connections_open_then_and_no_others() {
+    let evs = events();
+    // Lost while both ends of 9704 (the SO_LINGER 0 abort) sit in ESTABLISHED for 300 ms.
+    let at = evs
+        .iter()
+        .position(|e| {
+            e.lport == 9704
+                && matches!(
+                    e.kind,
+                    EventKind::State {
+                        new: TcpState::ESTABLISHED,
+                        ..
+                    }
+                )
+        })
+        .expect("9704 server ESTABLISHED");
+    let mut t = ConnTable::new(TableConfig::default());
+    let mut out = Vec::new();
+    for (i, e) in evs.iter().enumerate() {
+        t.advance(e.ts_ns, &mut out);
+        t.process(e, &mut out);
+        if i == at {
+            t.lost();
+            // A second report while it is still open counts it once.
+            t.lost();
+        }
+    }
+    t.finish_all(evs.last().unwrap().ts_ns, &mut out);
+    let (full, _) = run(&evs, TableConfig::default());
+    assert_eq!(out.len(), full.len());
+    let noted: Vec<String> = out
+        .iter()
+        .filter(|c| c.has_note(note::LOST_EVENTS))
+        .map(|c| format!("{} {}", port(c), c.role.name()))
+        .collect();
+    // Both ends of 9704 were open; the connections before it had closed, later ones had not
+    // begun. Nothing else about the records changes.
+    assert_eq!(noted, ["9704 client", "9704 server"]);
+    assert_eq!(t.stats.open_at_loss, 2);
+    let without = |v: &[Conn]| -> Vec<String> {
+        summaries(v)
+            .into_iter()
+            .map(|s| {
+                s.replace(", \"lost_events\"", "")
+                    .replace("\"lost_events\"", "")
+            })
+            .collect()
+    };
+    assert_eq!(without(&out), without(&full));
+}
+
+#[test]
 fn eviction_bounds_the_table_and_loses_nothing_silently() {
     let evs = events();
     let (full, _) = run(&evs, TableConfig::default());

@@ -52,6 +52,7 @@ pub fn write(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, diagnoses: &[Diagnosis]
         }
         None => null(buf, "comm"),
     }
+    super::cgroup::member(buf, ctx, c.cgroup.map(|id| id.get()));
     ident(buf, "family", c.family.name());
     key(buf, "laddr");
     push_ip(buf, &c.laddr);
@@ -192,6 +193,9 @@ pub struct ConnLine {
     pub netns: Option<u32>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// Absent in records written before cgroups were.
+    #[serde(default)]
+    pub cgroup: Option<super::cgroup::CgroupMember>,
     pub family: String,
     pub laddr: IpAddr,
     pub lport: u16,

@@ -72,6 +72,7 @@ pub fn write(buf: &mut Vec<u8>, ctx: &Context, ev: &Event, prev_ns: Option<u64>)
     key(buf, "sk");
     push_hex(buf, ev.sk);
     opt_num(buf, "netns", ev.netns);
+    opt_num(buf, "cgroup_id", ev.cgroup);
     num(buf, "pid", ev.pid);
     num(buf, "tid", ev.tid);
     key(buf, "comm");
@@ -177,6 +178,7 @@ pub(super) struct Fields<'a> {
     #[serde(borrow)]
     sk: Option<&'a str>,
     netns: Option<u32>,
+    cgroup_id: Option<u64>,
     pid: Option<u32>,
     tid: Option<u32>,
     comm: Option<String>,
@@ -312,6 +314,7 @@ pub(super) fn read(f: &Fields) -> Result<(Event, Option<(u32, String)>), WireErr
         ts_ns: f.ts_ns.ok_or(WireError::Field("ts_ns"))?,
         sk: hex(f.sk, "sk")?,
         netns: f.netns,
+        cgroup: f.cgroup_id,
         pid: f.pid.unwrap_or(0),
         tid: f.tid.unwrap_or(0),
         comm: Comm::new(f.comm.as_deref().unwrap_or("")),

@@ -2,6 +2,7 @@
 //! writer and its reader side by side (hot kinds — events, connection records — with a
 //! hand-written writer, cold ones as one serde type for both directions), the first line of a
 //! JSON stream carries the schema version, and `tests` round-trips every kind.
+pub mod cgroup;
 pub mod conn;
 pub mod diagnosis;
 pub mod event;
@@ -16,6 +17,7 @@ mod tests;
 use serde::{Deserialize, Serialize};
 
 use crate::{clock::parse_rfc3339, event::Event};
+pub use cgroup::CgroupLine;
 pub use conn::ConnLine;
 pub use diagnosis::{DiagnosisLine, FindingLine};
 pub use namespace::{InterfacesLine, SampleLine, SysctlLine, SysctlReport};
@@ -47,6 +49,7 @@ pub enum Cold {
     NetnsSample(SampleLine),
     Log(LogLine),
     SysctlReport(SysctlReport),
+    Cgroup(CgroupLine),
 }
 
 /// Writes a cold line (without the trailing newline).
@@ -56,7 +59,7 @@ pub fn write_cold(buf: &mut Vec<u8>, line: &Cold) {
 }
 
 /// The `"type"` of every cold line.
-const COLD_TYPES: [&str; 7] = [
+const COLD_TYPES: [&str; 8] = [
     "stream",
     "lost",
     "sysctl",
@@ -64,6 +67,7 @@ const COLD_TYPES: [&str; 7] = [
     "netns_sample",
     "log",
     "sysctl_report",
+    "cgroup",
 ];
 
 #[derive(Deserialize)]

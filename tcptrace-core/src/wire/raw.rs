@@ -12,7 +12,7 @@ use super::{WireError, ordered};
 use crate::{context::Context, snapshot::SnapLayout};
 
 /// First bytes of a recording (the version is its last byte).
-pub const MAGIC: &[u8; 16] = b"tcptrace-raw\0\0\0\x01";
+pub const MAGIC: &[u8; 16] = b"tcptrace-raw\0\0\0\x02";
 
 /// Whether `head` (the first bytes of a file) starts a binary recording: `Ok(true)` for one
 /// this reader takes, an error naming the version for one it does not.

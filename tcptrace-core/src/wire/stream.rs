@@ -55,6 +55,8 @@ pub enum LostCause {
 }
 
 impl LostCause {
+    pub const ALL: [Self; 2] = [Self::RingFull, Self::Recursion];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::RingFull => "ring_full",

@@ -44,6 +44,8 @@ fn ev(kind: EventKind, v6: bool) -> Event {
         ts_ns: 1_000_123_000,
         sk: 0xffff_8880_0000_1000,
         netns: Some(4026531840),
+        // IPv6 events here stand for the ones without a cgroup (request, timewait sockets).
+        cgroup: (!v6).then_some(0x1_0000_2a3b),
         pid: 7,
         tid: 8,
         comm: Comm::new("n\"c\n\x1b"),
@@ -208,6 +210,12 @@ fn connection_records_round_trip() {
     table.finish_all(last, &mut done);
     assert!(done.len() >= 10);
     let d = diagnosis();
+    let mut ctx = ctx;
+    let container = "4c01db0b339c4a6f0e8e7f1f2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6e5f4";
+    ctx.learn_cgroup(7, &format!("/system.slice/docker-{container}.scope"));
+    // One record in a known cgroup, one in a cgroup never named, the rest without one.
+    done[0].cgroup = std::num::NonZeroU64::new(7);
+    done[1].cgroup = std::num::NonZeroU64::new(8);
     for c in &done {
         let text = line(|b| conn::write(b, &ctx, c, std::slice::from_ref(&d)));
         assert_eq!(parse_line(&text, false).unwrap().line, Line::Other);
@@ -217,6 +225,19 @@ fn connection_records_round_trip() {
         assert_eq!(r.ts_ns, c.end_ns.unwrap_or(c.last_ns));
         assert_eq!(r.id, c.id);
         assert_eq!(r.netns, c.netns);
+        assert_eq!(r.cgroup.as_ref().map(|g| g.id), c.cgroup.map(|id| id.get()));
+        if let Some(g) = &r.cgroup {
+            let info = ctx.cgroup(g.id);
+            assert_eq!(g.path.as_deref(), info.map(|i| i.path.as_str()));
+            assert_eq!(g.unit, info.and_then(|i| i.unit.clone()));
+            assert_eq!(
+                g.container
+                    .as_ref()
+                    .map(|c| (c.runtime.as_str(), c.id.as_str())),
+                info.and_then(|i| i.container.as_ref())
+                    .map(|c| (c.runtime.name(), c.id.as_str()))
+            );
+        }
         assert_eq!(r.pid, c.owner.map(|o| o.pid));
         assert_eq!(r.comm, c.owner.map(|o| o.comm.to_string_lossy()));
         assert_eq!(
@@ -310,6 +331,31 @@ fn cold_lines_round_trip() {
     assert_eq!(s.sample(), sample);
     round_trip(Cold::NetnsSample(s));
 
+    let mut named = ctx;
+    let pod = "0f1c2d3e_4567_89ab_cdef_0123456789ab";
+    let id = "4c01db0b339c4a6f0e8e7f1f2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6e5f4";
+    named.learn_cgroup(
+        9,
+        &format!("/kubepods.slice/kubepods-pod{pod}.slice/cri-containerd-{id}.scope"),
+    );
+    named.learn_cgroup(10, "/tt\u{1b}[2J\n\"quoted\"");
+    assert!(
+        CgroupLine::new(&named, 1, 11).is_none(),
+        "an unknown id has no line"
+    );
+    for cg in [9, 10] {
+        let l = CgroupLine::new(&named, 1, cg).expect("known");
+        assert_eq!(l.path, named.cgroup(cg).unwrap().path);
+        round_trip(Cold::Cgroup(l));
+    }
+    let k = CgroupLine::new(&named, 1, 9).unwrap();
+    let c = k.container.expect("container");
+    assert_eq!(
+        (c.runtime.as_str(), c.pod_uid.as_deref()),
+        ("containerd", Some("0f1c2d3e-4567-89ab-cdef-0123456789ab"))
+    );
+    let ctx = named;
+
     round_trip(Cold::Stream(StreamHeader::new(&ctx, 1, Content::Events)));
     round_trip(Cold::Lost(LostLine::new(&ctx, 1, 12, LostCause::Recursion)));
     round_trip(Cold::SysctlReport(SysctlReport::new(42, &sys)));
@@ -352,6 +398,8 @@ fn raw_context_round_trips() {
     assert_eq!(raw::RawContext::parse(&text).unwrap(), rc);
     assert_eq!(rc.reset_reasons, vec![(1, "NO_SOCKET".to_string())]);
     assert_eq!(raw::is_recording(raw::MAGIC), Ok(true));
-    assert!(raw::is_recording(b"tcptrace-raw\0\0\0\x02").is_err());
+    // Version 1 had 96-byte records without the cgroup id; 3 is from the future.
+    assert!(raw::is_recording(b"tcptrace-raw\0\0\0\x01").is_err());
+    assert!(raw::is_recording(b"tcptrace-raw\0\0\0\x03").is_err());
     assert_eq!(raw::is_recording(b"{\"type\":\"state\"}"), Ok(false));
 }

@@ -55,6 +55,8 @@ pub struct DiagSock {
     /// `idiag_wqueue`: for a listener, its accept queue size (backlog capped by somaxconn).
     pub wqueue: u32,
     pub cookie: u64,
+    /// The socket's cgroup v2 id (`INET_DIAG_CGROUP_ID`, Linux 5.9+; full sockets only).
+    pub cgroup: Option<u64>,
     /// A timewait or request socket rather than a full one. We always ask for
     /// INET_DIAG_INFO, which the kernel attaches to full sockets only.
     pub mini: bool,

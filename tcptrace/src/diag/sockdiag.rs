@@ -3,7 +3,7 @@
 use std::{io, net::IpAddr, path::Path};
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla as _,
 };
 use netlink_packet_sock_diag::{
     SockDiagMessage,
@@ -53,11 +53,22 @@ fn tcp_info(raw: &[u8]) -> Option<TcpInfo> {
     })
 }
 
+/// `INET_DIAG_CGROUP_ID`: the attribute the crate does not name.
+const INET_DIAG_CGROUP_ID: u16 = 21;
+
 fn convert(r: &InetResponse, expires: u32) -> DiagSock {
     let h = &r.header;
     let id = &h.socket_id;
     let info = r.nlas.iter().find_map(|n| match n {
         Nla::TcpInfo(raw) => tcp_info(raw),
+        _ => None,
+    });
+    let cgroup = r.nlas.iter().find_map(|n| match n {
+        Nla::Other(a) if a.kind() == INET_DIAG_CGROUP_ID && a.value_len() == 8 => {
+            let mut v = [0u8; 8];
+            a.emit_value(&mut v);
+            Some(u64::from_ne_bytes(v))
+        }
         _ => None,
     });
     let timer = match h.timer {
@@ -82,6 +93,7 @@ fn convert(r: &InetResponse, expires: u32) -> DiagSock {
         rqueue: h.recv_queue,
         wqueue: h.send_queue,
         cookie: u64::from_ne_bytes(id.cookie),
+        cgroup,
         mini: info.is_none(),
         info,
     }

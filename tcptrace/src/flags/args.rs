@@ -143,6 +143,11 @@ pub struct Args {
     #[arg(short = 'N', long = "netns", value_name = "INODE|PATH", global = true)]
     pub netns: Option<String>,
 
+    /// Only sockets made in this cgroup v2 or below it (a service's, a container's): a
+    /// directory under the cgroup2 mount, in full or below it (/system.slice/nginx.service).
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroup: Option<String>,
+
     /// Ring buffer size in bytes (power of two, suffixes K/M allowed).
     #[arg(long = "ring-buffer", value_name = "BYTES", default_value = "4M")]
     pub ring_buffer: String,

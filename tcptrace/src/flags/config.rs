@@ -59,6 +59,8 @@ pub struct Config {
     pub output: Option<PathBuf>,
     /// The daemon's own messages from this level up.
     pub log_level: log::LevelFilter,
+    /// `--cgroup PATH`: applied in the kernel (its id and depth are in `filter`).
+    pub cgroup: Option<crate::cgroups::CgroupFilter>,
 }
 
 /// What the invocation asks for.
@@ -117,6 +119,15 @@ impl Config {
             filter.netns = netns_inode(ns)?;
             conn_filter.netns = vec![filter.netns];
         }
+        let cgroup = match &args.cgroup {
+            Some(spec) => {
+                let f = crate::cgroups::CgroupFilter::parse(spec)?;
+                filter.cgroup = f.id;
+                filter.cgroup_level = f.level;
+                Some(f)
+            }
+            None => None,
+        };
         if args.format == FormatArg::Raw {
             if !args.events || args.command.is_some() {
                 bail!(
@@ -142,6 +153,9 @@ impl Config {
         };
         if btf.is_none() && tracepoints == TracepointMode::Btf {
             bail!("--tracepoints btf needs kernel BTF, but --btf none was given");
+        }
+        if btf.is_none() && cgroup.is_some() {
+            bail!("--cgroup needs kernel BTF to read a socket's cgroup, but --btf none was given");
         }
         if btf.is_none() && filter.netns != 0 {
             bail!(
@@ -189,6 +203,7 @@ impl Config {
             },
             pid: args.pid,
             output: args.output,
+            cgroup,
             log_level: match args.log_level {
                 LogLevelArg::Error => log::LevelFilter::Error,
                 LogLevelArg::Warning => log::LevelFilter::Warn,

@@ -9,6 +9,9 @@ pub struct Hook {
     pub btf_prog: &'static str,
     /// Classic tracepoint program name.
     pub classic_prog: &'static str,
+    /// A second `tp_btf` program for the runs the kernel skips while the first is running on
+    /// the same CPU (none for classic tracepoints: there the kernel skips every program).
+    pub nested_prog: Option<&'static str>,
     /// The `TpLayout` global this tracepoint's format fills.
     pub layout_global: &'static str,
     /// What is not reported when this hook cannot be attached.
@@ -23,6 +26,7 @@ pub const HOOKS: [Hook; 6] = [
         tracepoint: "inet_sock_set_state",
         btf_prog: "tcptrace_btf_set_state",
         classic_prog: "tcptrace_tp_set_state",
+        nested_prog: Some("tcptrace_btf_set_state_nested"),
         layout_global: abi::TP_SET_STATE_GLOBAL,
         provides: "state changes",
         required: true,
@@ -32,6 +36,7 @@ pub const HOOKS: [Hook; 6] = [
         tracepoint: "tcp_retransmit_skb",
         btf_prog: "tcptrace_btf_retransmit",
         classic_prog: "tcptrace_tp_retransmit",
+        nested_prog: None,
         layout_global: abi::TP_RETRANSMIT_GLOBAL,
         provides: "retransmits",
         required: false,
@@ -41,6 +46,7 @@ pub const HOOKS: [Hook; 6] = [
         tracepoint: "tcp_retransmit_synack",
         btf_prog: "tcptrace_btf_synack",
         classic_prog: "tcptrace_tp_synack",
+        nested_prog: None,
         layout_global: abi::TP_SYNACK_GLOBAL,
         provides: "SYN-ACK retransmits",
         required: false,
@@ -50,6 +56,7 @@ pub const HOOKS: [Hook; 6] = [
         tracepoint: "tcp_send_reset",
         btf_prog: "tcptrace_btf_send_reset",
         classic_prog: "tcptrace_tp_send_reset",
+        nested_prog: None,
         layout_global: abi::TP_SEND_RESET_GLOBAL,
         provides: "resets sent",
         required: false,
@@ -59,6 +66,7 @@ pub const HOOKS: [Hook; 6] = [
         tracepoint: "tcp_receive_reset",
         btf_prog: "tcptrace_btf_recv_reset",
         classic_prog: "tcptrace_tp_recv_reset",
+        nested_prog: None,
         layout_global: abi::TP_RECV_RESET_GLOBAL,
         provides: "resets received",
         required: false,
@@ -68,6 +76,7 @@ pub const HOOKS: [Hook; 6] = [
         tracepoint: "inet_sk_error_report",
         btf_prog: "tcptrace_btf_error",
         classic_prog: "tcptrace_tp_error",
+        nested_prog: None,
         layout_global: abi::TP_ERROR_GLOBAL,
         provides: "socket errors",
         required: false,

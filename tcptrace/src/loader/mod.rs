@@ -1,7 +1,9 @@
 //! Loads the embedded eBPF object with this kernel's layout (BTF offsets, tracepoint formats)
 //! and attaches each hook as a BTF tracepoint or, failing that, a classic tracepoint.
 mod hooks;
+mod losses;
 mod privilege;
+mod prog_info;
 mod tracefs;
 
 use std::path::Path;
@@ -10,7 +12,7 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader, Endianness,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, TracePoint},
+    programs::{BtfTracePoint, ProgramFd, TracePoint},
 };
 use tcptrace_common::{self as abi, KernelOffsets, SnapPlan, TpLayout};
 use tcptrace_core::{
@@ -22,6 +24,8 @@ use tcptrace_core::{
 
 use crate::flags::{Config, TracepointMode};
 pub use hooks::HOOKS;
+pub use losses::{LossCounters, Losses};
+pub use privilege::{drop_after_attach, reduce_thread_to};
 
 /// The eBPF object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace"));
@@ -30,6 +34,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attachment {
     Btf,
+    /// A BTF tracepoint with its second program for the runs the kernel skips.
+    BtfNested,
     Classic,
 }
 
@@ -37,6 +43,7 @@ impl Attachment {
     pub fn name(self) -> &'static str {
         match self {
             Self::Btf => "tp_btf",
+            Self::BtfNested => "tp_btf+nested",
             Self::Classic => "tracepoint",
         }
     }
@@ -46,7 +53,7 @@ impl Attachment {
 pub struct Tracer {
     pub ebpf: Option<Ebpf>,
     pub events: RingBuf<MapData>,
-    pub lost: PerCpuArray<MapData, u64>,
+    pub losses: LossCounters,
     pub attached: Vec<(&'static str, Attachment)>,
     /// `enum sk_rst_reason` names from BTF, for printing reset reasons.
     pub reset_reasons: Vec<(u32, String)>,
@@ -178,6 +185,13 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
     let mut warnings = Vec::new();
     let info = kernel_info(cfg, &mut warnings)?;
 
+    if cfg.filter.cgroup != 0
+        && layout::CgroupSupport::of(&info.offsets) != layout::CgroupSupport::Filter
+    {
+        bail!(
+            "--cgroup: this kernel's BTF does not show where a socket's cgroup and its ancestors are"
+        );
+    }
     let wakeup = wakeup(cfg);
     let mut loader = EbpfLoader::new();
     loader
@@ -196,6 +210,15 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         .load(OBJECT)
         .map_err(|e| anyhow!("loading the eBPF object failed: {e}"))?;
 
+    let lost = PerCpuArray::try_from(
+        ebpf.take_map(abi::LOST_MAP)
+            .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::LOST_MAP))?,
+    )?;
+    let nested = PerCpuArray::try_from(
+        ebpf.take_map(abi::NESTED_MAP)
+            .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::NESTED_MAP))?,
+    )?;
+    let mut losses = LossCounters::new(lost, nested);
     let mut attached = Vec::new();
     for (hook, layout) in HOOKS.iter().zip(&info.layouts) {
         match attach(
@@ -206,7 +229,24 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
             cfg.tracepoints,
             &mut warnings,
         ) {
-            Ok(how) => attached.push((hook.tracepoint, how)),
+            Ok((mut how, fd)) => {
+                losses.watch(fd, true);
+                if how == Attachment::Btf
+                    && let Some(name) = hook.nested_prog
+                {
+                    match attach_nested(&mut ebpf, hook, name, &info) {
+                        Ok(fd) => {
+                            losses.watch(fd, false);
+                            how = Attachment::BtfNested;
+                        }
+                        Err(e) => warnings.push(format!(
+                            "{e}; {} the kernel skips while another is being traced on the same CPU are lost (and counted)",
+                            hook.provides
+                        )),
+                    }
+                }
+                attached.push((hook.tracepoint, how));
+            }
             Err(e) if hook.required => return Err(e),
             Err(e) => warnings.push(format!("{e}; {} will not be reported", hook.provides)),
         }
@@ -216,14 +256,10 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         ebpf.take_map(abi::EVENTS_MAP)
             .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::EVENTS_MAP))?,
     )?;
-    let lost = PerCpuArray::try_from(
-        ebpf.take_map(abi::LOST_MAP)
-            .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::LOST_MAP))?,
-    )?;
     Ok(Tracer {
         ebpf: Some(ebpf),
         events,
-        lost,
+        losses,
         attached,
         reset_reasons: info.reset_reasons,
         snap: info.snap,
@@ -239,15 +275,15 @@ fn attach(
     info: &KernelInfo,
     mode: TracepointMode,
     warnings: &mut Vec<String>,
-) -> anyhow::Result<Attachment> {
+) -> anyhow::Result<(Attachment, ProgramFd)> {
     let name = format!("{}:{}", hook.category, hook.tracepoint);
     if mode != TracepointMode::Classic {
         let result = match &info.aya_btf {
-            Some(btf) => attach_btf(ebpf, hook, btf),
+            Some(btf) => attach_btf_prog(ebpf, hook.btf_prog, hook.tracepoint, btf),
             None => Err(anyhow!("no kernel BTF")),
         };
         match result {
-            Ok(()) => return Ok(Attachment::Btf),
+            Ok(fd) => return Ok((Attachment::Btf, fd)),
             Err(e) if mode == TracepointMode::Btf => {
                 bail!("BTF tracepoint {name} could not be attached: {e}")
             }
@@ -268,18 +304,44 @@ fn attach(
         .map_err(|e| anyhow!("loading classic tracepoint {name}: {}", verifier_line(&e)))?;
     prog.attach(hook.category, hook.tracepoint)
         .map_err(|e| anyhow!("attaching classic tracepoint {name}: {e}"))?;
-    Ok(Attachment::Classic)
+    Ok((Attachment::Classic, prog.fd()?.try_clone()?))
 }
 
-fn attach_btf(ebpf: &mut Ebpf, hook: &hooks::Hook, btf: &aya::Btf) -> anyhow::Result<()> {
+/// Loads and attaches one `tp_btf` program; returns a descriptor of it for its counters.
+fn attach_btf_prog(
+    ebpf: &mut Ebpf,
+    prog_name: &str,
+    tracepoint: &str,
+    btf: &aya::Btf,
+) -> anyhow::Result<ProgramFd> {
     let prog: &mut BtfTracePoint = ebpf
-        .program_mut(hook.btf_prog)
-        .ok_or_else(|| anyhow!("eBPF object has no program {}", hook.btf_prog))?
+        .program_mut(prog_name)
+        .ok_or_else(|| anyhow!("eBPF object has no program {prog_name}"))?
         .try_into()?;
-    prog.load(hook.tracepoint, btf)
+    prog.load(tracepoint, btf)
         .map_err(|e| anyhow!("load: {}", verifier_line(&e)))?;
     prog.attach().map_err(|e| anyhow!("attach: {e}"))?;
-    Ok(())
+    Ok(prog.fd()?.try_clone()?)
+}
+
+/// The nested-run companion of a BTF hook, attached after it.
+fn attach_nested(
+    ebpf: &mut Ebpf,
+    hook: &hooks::Hook,
+    name: &str,
+    info: &KernelInfo,
+) -> anyhow::Result<ProgramFd> {
+    let btf = info
+        .aya_btf
+        .as_ref()
+        .ok_or_else(|| anyhow!("no kernel BTF"))?;
+    attach_btf_prog(ebpf, name, hook.tracepoint, btf).map_err(|e| {
+        anyhow!(
+            "BTF tracepoint {}:{} (nested runs): {e}",
+            hook.category,
+            hook.tracepoint
+        )
+    })
 }
 
 /// A program error with the verifier log condensed to its last meaningful lines.

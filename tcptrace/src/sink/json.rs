@@ -61,7 +61,10 @@ impl Sink for JsonSink {
     }
 
     fn fact(&mut self, ctx: &Context, fact: &Fact) -> io::Result<()> {
-        self.cold(&fact.line(ctx))
+        match fact.line(ctx) {
+            Some(line) => self.cold(&line),
+            None => Ok(()),
+        }
     }
 
     fn conn(&mut self, ctx: &Context, c: &Conn, diagnoses: &[Diagnosis]) -> io::Result<()> {

@@ -23,7 +23,7 @@ use tcptrace_core::{
     lifecycle::Conn,
     snapshot::SnapLayout,
     sysctl::Sysctls,
-    wire::{Cold, InterfacesLine, LostCause, SampleLine, SysctlLine},
+    wire::{CgroupLine, Cold, InterfacesLine, LostCause, SampleLine, SysctlLine},
 };
 
 pub use escape::push_escaped;
@@ -83,12 +83,14 @@ pub enum Fact<'a> {
     },
     /// A periodic look at its counters and queues.
     Sample(&'a NetnsSample),
+    /// What cgroup `id`'s path is (in the context by now).
+    Cgroup { ts_ns: u64, id: u64 },
 }
 
 impl Fact<'_> {
     /// The line a recording keeps of it.
-    pub fn line(&self, ctx: &Context) -> Cold {
-        match *self {
+    pub fn line(&self, ctx: &Context) -> Option<Cold> {
+        Some(match *self {
             Fact::Sysctls {
                 ts_ns,
                 netns,
@@ -98,7 +100,8 @@ impl Fact<'_> {
                 Cold::Interfaces(InterfacesLine::new(ctx, ts_ns, netns, mtus))
             }
             Fact::Sample(s) => Cold::NetnsSample(SampleLine::new(ctx, s)),
-        }
+            Fact::Cgroup { ts_ns, id } => Cold::Cgroup(CgroupLine::new(ctx, ts_ns, id)?),
+        })
     }
 }
 

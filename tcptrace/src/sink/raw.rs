@@ -91,7 +91,10 @@ impl Sink for RawSink {
     }
 
     fn fact(&mut self, ctx: &Context, fact: &Fact) -> io::Result<()> {
-        self.cold(&fact.line(ctx))
+        match fact.line(ctx) {
+            Some(line) => self.cold(&line),
+            None => Ok(()),
+        }
     }
 
     fn lost(&mut self, ctx: &Context, ts_ns: u64, count: u64, cause: LostCause) -> io::Result<()> {

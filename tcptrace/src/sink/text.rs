@@ -148,6 +148,9 @@ impl Sink for TextSink {
             ev.rport,
         );
         describe(buf, ctx, ev, prev_ns);
+        if let Some(shown) = super::text_conn::cgroup_short(ctx, ev.cgroup) {
+            let _ = write!(buf, " [{shown}]");
+        }
         buf.push(b'\n');
         self.out.end_line()
     }

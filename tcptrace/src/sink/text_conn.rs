@@ -75,6 +75,9 @@ pub fn render(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, colour: bool, time: &[
     if let Some(ns) = c.netns {
         let _ = write!(buf, " netns {ns}");
     }
+    if let Some(shown) = cgroup_short(ctx, c.cgroup.map(|id| id.get())) {
+        let _ = write!(buf, " in {shown}");
+    }
     let _ = write!(buf, " {on}{}{off}", end.name());
     if let Some(d) = c.duration_ns() {
         let _ = write!(buf, " after {}", human_ns(d));
@@ -148,6 +151,16 @@ pub fn render(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, colour: bool, time: &[
     }
 }
 
+/// How text output names a cgroup, escaped: `docker 4c01db0b339c`, `nginx.service`, a path,
+/// or the bare id while its path is unknown; nothing for the root cgroup.
+pub fn cgroup_short(ctx: &Context, id: Option<u64>) -> Option<String> {
+    let id = id?;
+    match ctx.cgroup(id) {
+        Some(info) => info.short().map(|s| escaped(s.as_bytes())),
+        None => Some(format!("cgroup {id}")),
+    }
+}
+
 /// One explanation under a connection line: `  ! [connect_timeout] connect() to … (agrees)`.
 pub fn diagnosis_line(buf: &mut Vec<u8>, d: &Diagnosis, colour: bool, indent: &str) {
     let (mark, paint) = match d.severity {
@@ -173,6 +186,24 @@ pub fn diagnosis_line(buf: &mut Vec<u8>, d: &Diagnosis, colour: bool, indent: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroups_shown_compactly_and_escaped() {
+        let mut ctx = Context::default();
+        ctx.learn_cgroup(1, "/");
+        ctx.learn_cgroup(2, "/system.slice/nginx.service");
+        ctx.learn_cgroup(3, "/evil\u{1b}[2J\n\u{7}");
+        assert_eq!(cgroup_short(&ctx, Some(1)), None);
+        assert_eq!(cgroup_short(&ctx, None), None);
+        assert_eq!(
+            cgroup_short(&ctx, Some(2)).as_deref(),
+            Some("nginx.service")
+        );
+        assert_eq!(cgroup_short(&ctx, Some(4)).as_deref(), Some("cgroup 4"));
+        let evil = cgroup_short(&ctx, Some(3)).unwrap();
+        assert_eq!(evil, "/evil\\x1b[2J\\n\\x07");
+        assert!(!evil.chars().any(char::is_control));
+    }
 
     #[test]
     fn human_units() {

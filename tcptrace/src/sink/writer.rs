@@ -144,7 +144,13 @@ pub(super) fn spawn(mut dest: Destination, queue: Arc<Queue>) -> io::Result<Join
     dest.ready()?;
     std::thread::Builder::new()
         .name("tcptrace-out".into())
-        .spawn(move || run(dest, &queue))
+        .spawn(move || {
+            // Writing (and reopening on SIGHUP) needs no capability at all.
+            if let Err(e) = crate::loader::reduce_thread_to(0) {
+                log::debug!("output thread keeps its capabilities: {e}");
+            }
+            run(dest, &queue)
+        })
 }
 
 fn run(mut dest: Destination, queue: &Queue) {

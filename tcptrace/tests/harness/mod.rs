@@ -200,8 +200,26 @@ impl Tracer {
         Self::spawn(&["--format", "json"], args)
     }
 
+    /// [`Tracer::lifecycle`] run through `wrapper` (e.g. `setpriv` with fewer capabilities).
+    pub fn lifecycle_via(wrapper: &[&str], args: &[&str]) -> Self {
+        Self::spawn_via(wrapper, &["--format", "json"], args)
+    }
+
     fn spawn(mode: &[&str], args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
+        Self::spawn_via(&[], mode, args)
+    }
+
+    fn spawn_via(wrapper: &[&str], mode: &[&str], args: &[&str]) -> Self {
+        let bin = env!("CARGO_BIN_EXE_tcptrace");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .args(mode)
             .args(args)
             .stdout(Stdio::piped())
@@ -243,6 +261,11 @@ impl Tracer {
             );
         }
         tracer
+    }
+
+    /// The tracer's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// Events parsed so far.
@@ -362,9 +385,33 @@ pub struct Peer {
 impl Peer {
     /// Starts `peer.py ROLE ADDR PORT [BYTES]` in `ns` and waits for its "ready" line.
     pub fn start(ns: &str, role: &str, addr: &str, port: u16, bytes: usize) -> Self {
+        Self::start_as(None, &[], ns, role, addr, port, bytes)
+    }
+
+    /// [`Peer::start`] from inside `cgroup` (moved there before it makes its socket), with
+    /// `runner` (e.g. `setpriv --reuid …`) between joining the namespace and the peer.
+    pub fn start_as(
+        cgroup: Option<&Cgroup>,
+        runner: &[&str],
+        ns: &str,
+        role: &str,
+        addr: &str,
+        port: u16,
+        bytes: usize,
+    ) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer/peer.py");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", script, role, addr])
+        let mut args = vec!["ip", "netns", "exec", ns];
+        args.extend_from_slice(runner);
+        args.extend_from_slice(&["python3", script, role, addr]);
+        let mut child = match cgroup {
+            Some(cg) => cg.command(&args),
+            None => {
+                let mut c = Command::new(args[0]);
+                c.args(&args[1..]);
+                c
+            }
+        };
+        let mut child = child
             .arg(port.to_string())
             .arg(bytes.to_string())
             .stdout(Stdio::piped())
@@ -424,4 +471,99 @@ pub fn states(rec: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Where cgroup v2 is mounted here: `/sys/fs/cgroup` on pure v2 hosts,
+/// `/sys/fs/cgroup/unified` on hybrid ones (from /proc/mounts).
+pub fn cgroup2_mount() -> std::path::PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
+    let mut found: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "cgroup2").then_some(f[1])
+        })
+        .collect();
+    found.sort_by_key(|m| *m != "/sys/fs/cgroup");
+    found.first().expect("no cgroup2 mount").into()
+}
+
+/// A throwaway cgroup v2 directory; its processes are killed and it is removed on drop.
+pub struct Cgroup {
+    pub dir: std::path::PathBuf,
+    /// Path below the cgroup2 mount, as tcptrace reports it.
+    pub path: String,
+    /// Its id (the directory's inode number), as the kernel reports it.
+    pub id: u64,
+}
+
+impl Cgroup {
+    pub fn new(name: &str) -> Self {
+        let mount = cgroup2_mount();
+        let path = format!("/tcptrace-test-{}-{name}", std::process::id());
+        let dir = mount.join(&path[1..]);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let id = std::fs::metadata(&dir).expect("cgroup dir").ino();
+        Self { dir, path, id }
+    }
+
+    /// A cgroup below this one (removed before it, being declared after it).
+    pub fn child(&self, name: &str) -> Self {
+        let dir = self.dir.join(name);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let id = std::fs::metadata(&dir).expect("cgroup dir").ino();
+        Self {
+            dir,
+            path: format!("{}/{name}", self.path),
+            id,
+        }
+    }
+
+    /// `args` run from a shell that first moves itself into this cgroup, then execs them.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg("echo $$ > \"$0/cgroup.procs\" && exec \"$@\"")
+            .arg(&self.dir)
+            .args(args);
+        c
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `tcptrace replay` of a recorded `--events --format json` stream with `args`.
+pub fn replay_events(events: &[Value], args: &[&str]) -> Output {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let file = std::env::temp_dir().join(format!("tcptrace-rec-{}-{n}.jsonl", std::process::id()));
+    let text: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+    std::fs::write(&file, text.join("\n")).unwrap();
+    let mut all = vec!["replay", file.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = tcptrace(&all);
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The JSON lines of a run's standard output.
+pub fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+        .collect()
 }

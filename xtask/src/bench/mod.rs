@@ -2,6 +2,7 @@
 //! modes and sinks, libbpf-tools' `tcpstates`), interleaved over rounds so drift hits all alike;
 //! then the scale figures (memory per held connection, replay throughput). Prints a Markdown
 //! report and keeps it in `target/bench/report.md`. Measures; never fails on the numbers.
+mod complete;
 mod scale;
 mod tracer;
 mod wire;
@@ -22,6 +23,8 @@ pub struct Options {
     pub conns: usize,
     pub skip_churn: bool,
     pub skip_scale: bool,
+    /// A tcptrace binary to measure instead of building this checkout's (e.g. an older commit).
+    pub tcptrace: Option<PathBuf>,
 }
 
 fn setups(tcptrace: &std::path::Path) -> Vec<Setup> {
@@ -57,6 +60,10 @@ fn setups(tcptrace: &std::path::Path) -> Vec<Setup> {
 struct Series {
     rates: Vec<f64>,
     costs: Vec<Cost>,
+    /// Connections the churn made while this setup traced.
+    made: u64,
+    /// Its records of them (JSON setups), summed over rounds.
+    records: Option<complete::Completeness>,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -69,26 +76,53 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn churn_once(opts: &Options) -> anyhow::Result<f64> {
+fn churn_once(opts: &Options) -> anyhow::Result<churn::ChurnResult> {
     let r = churn::churn(opts.threads, opts.duration)?;
     if r.errors > 0 {
         eprintln!("    ({} connects failed)", r.errors);
     }
-    Ok(r.rate())
+    Ok(r)
+}
+
+/// The churn's connection records a setup wrote (lifecycle JSON) or recorded (raw, replayed).
+fn records_of(
+    setup: &Setup,
+    out: &std::path::Path,
+    tcptrace: &std::path::Path,
+    port: u16,
+    dir: &std::path::Path,
+) -> anyhow::Result<Option<complete::Completeness>> {
+    if setup.kind != Kind::Tcptrace || setup.sink != Sink::File {
+        return Ok(None);
+    }
+    let has = |a: &str| setup.args.iter().any(|x| x == a);
+    if has("raw") {
+        complete::of_recording(tcptrace, out, port, dir).map(Some)
+    } else if has("json") && !has("--events") {
+        complete::of_json(out, port).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     crate::setup::setup()?;
-    eprintln!("==> cargo build --release -p tcptrace");
-    let mut build =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build
-        .current_dir(exec::repo_root())
-        .args(["build", "--release", "-p", "tcptrace"]);
-    if !exec::inherit(&mut build)? {
-        anyhow::bail!("building tcptrace failed");
-    }
-    let tcptrace = exec::repo_root().join("target/release/tcptrace");
+    let tcptrace = match &opts.tcptrace {
+        Some(path) => path.clone(),
+        None => {
+            eprintln!("==> cargo build --release -p tcptrace");
+            let mut build = std::process::Command::new(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            );
+            build
+                .current_dir(exec::repo_root())
+                .args(["build", "--release", "-p", "tcptrace"]);
+            if !exec::inherit(&mut build)? {
+                anyhow::bail!("building tcptrace failed");
+            }
+            exec::repo_root().join("target/release/tcptrace")
+        }
+    };
     let dir = exec::repo_root().join("target/bench");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let old_stats = tracer::enable_bpf_stats()?;
@@ -109,24 +143,42 @@ fn measure(
 ) -> anyhow::Result<String> {
     let mut md = String::new();
     writeln!(md, "{}", scale::machine())?;
+    if let Some(bin) = &opts.tcptrace {
+        writeln!(
+            md,
+            "tcptrace measured: `{}` (not this checkout's build)\n",
+            bin.display()
+        )?;
+    }
+    writeln!(md, "Load average at the start: {}\n", load_average())?;
     if !opts.skip_churn {
         let setups = setups(tcptrace);
         let mut baseline = Vec::new();
         let mut series: Vec<Series> = setups.iter().map(|_| Series::default()).collect();
         for round in 1..=opts.rounds {
             eprintln!("==> round {round}/{}", opts.rounds);
-            let rate = churn_once(opts)?;
+            let rate = churn_once(opts)?.rate();
             eprintln!("    untraced: {rate:.0} connections/s");
             baseline.push(rate);
             for (setup, s) in setups.iter().zip(&mut series) {
                 let mut t = Running::start(setup, dir)?;
                 t.mark()?;
-                let rate = churn_once(opts)?;
+                let churned = churn_once(opts)?;
+                let out = t.out.clone();
                 let cost = t.stop()?;
+                let rate = churned.rate();
                 eprintln!(
-                    "    {}: {rate:.0} connections/s, {} events, {} lost, {:.2} s CPU",
-                    setup.name, cost.events, cost.lost, cost.cpu_secs
+                    "    {}: {rate:.0} connections/s, {} events, {} lost, {} skipped runs ({} caught), {:.2} s CPU",
+                    setup.name, cost.events, cost.lost, cost.skipped, cost.caught, cost.cpu_secs
                 );
+                if let Some(c) = records_of(setup, &out, tcptrace, churned.port, dir)? {
+                    eprintln!(
+                        "      {} records of {} connections, {} with a gap, {} open at exit",
+                        c.records, churned.connections, c.gaps, c.open
+                    );
+                    s.records.get_or_insert_default().add(c);
+                }
+                s.made += churned.connections;
                 s.rates.push(rate);
                 s.costs.push(cost);
             }
@@ -141,6 +193,13 @@ fn measure(
         writeln!(md, "{replay}")?;
     }
     Ok(md)
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute figures: others' work on a shared machine skews rates.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// The writer comparison, in an optimised build of xtask (the dev profile does not optimise
@@ -195,6 +254,7 @@ fn churn_table(
     )?;
     writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     writeln!(md, "| untraced | {base:.0} | 100 % | | | | | | |")?;
+    let mut losses = String::new();
     for (setup, s) in setups.iter().zip(series) {
         let rate = median(&s.rates);
         let events: u64 = s.costs.iter().map(|c| c.events).sum();
@@ -221,7 +281,41 @@ fn churn_table(
             rss as f64 / (1 << 20) as f64,
             out as f64 / 1e6 / secs,
         )?;
+        let skipped: u64 = s.costs.iter().map(|c| c.skipped).sum();
+        let caught: u64 = s.costs.iter().map(|c| c.caught).sum();
+        let (records, gaps, open) = s.records.map_or(Default::default(), |c| {
+            (
+                c.records.to_string(),
+                c.gaps.to_string(),
+                c.open.to_string(),
+            )
+        });
+        writeln!(
+            losses,
+            "| {} | {} | {records} | {gaps} | {open} | {lost} | {skipped} | {caught} | {:.1} | {:.1} |",
+            setup.name,
+            s.made,
+            per_m(skipped as f64),
+            per_m(lost as f64),
+        )?;
     }
-    writeln!(md)?;
+    writeln!(
+        md,
+        "\nLoad average at the end of the churn: {}\n",
+        load_average()
+    )?;
+    writeln!(
+        md,
+        "### Losses and records\n\n\
+         Runs the kernel skipped (`recursion_misses` of the programs whose runs are events; a \
+         program is not run nested in itself, and a classic tracepoint program not while any \
+         other runs on that CPU), those tcptrace caught with its nested-run program, the events \
+         each tracer says it lost, and the churn's connection records: lifecycle JSON as written, \
+         raw recordings rebuilt by `tcptrace replay` (two records per connection; a gap is a \
+         record with a `missed_*` or `lost_events` note; `open`: still closing when tracing \
+         stopped, right after the churn).\n\n\
+         | setup | connections made | records | with a gap | open | lost | skipped runs | caught | skipped / M events | lost / M events |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{losses}"
+    )?;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! A tracer under measurement: started as a child process with its output sent to a sink,
 //! waited on until it traces, then stopped with SIGINT; reports its CPU time, peak RSS, the
-//! runs and run time of its eBPF programs (from `/proc/PID/fdinfo` with `bpf_stats_enabled`)
-//! and the events it says it lost.
+//! runs, run time and kernel-skipped runs of its eBPF programs (from `/proc/PID/fdinfo` with
+//! `bpf_stats_enabled`) and the events it says it lost.
 use std::{
+    collections::HashMap,
     fs::{self, File},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -77,24 +78,76 @@ fn prog_fdinfos(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// eBPF program statistics of one process: (runs, run time in ns), summed over its programs.
-pub fn bpf_stats(pid: u32) -> (u64, u64) {
-    let mut runs = 0;
-    let mut ns = 0;
+/// eBPF program counters of one process, summed over its programs (each counted once, however
+/// many descriptors of it the process holds).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BpfStats {
+    /// Runs (`run_cnt`).
+    pub runs: u64,
+    /// Time in them (`run_time_ns`).
+    pub ns: u64,
+    /// Runs the kernel skipped because a program was already running on that CPU
+    /// (`recursion_misses`).
+    pub skipped: u64,
+}
+
+/// Names of the loaded eBPF programs by id (`bpftool prog show`; fdinfo has none).
+pub fn prog_names() -> anyhow::Result<HashMap<u64, String>> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .context("running bpftool prog show")?;
+    if !out.status.success() {
+        bail!(
+            "bpftool prog show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let progs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(progs
+        .iter()
+        .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str()?.to_string())))
+        .collect())
+}
+
+/// tcptrace's second state-change program runs for every state change, but only handles those
+/// its first one could not: its runs are not events and its skipped runs not losses.
+fn is_nested_prog(name: Option<&String>) -> bool {
+    name.is_some_and(|n| n.ends_with("_nested"))
+}
+
+/// The counters of `pid`'s programs; `names` from [`prog_names`].
+pub fn bpf_stats(pid: u32, names: &HashMap<u64, String>) -> BpfStats {
+    let mut by_prog = HashMap::new();
     for text in prog_fdinfos(pid) {
+        let mut id = None;
+        let mut one = BpfStats::default();
         for line in text.lines() {
             let Some((k, v)) = line.split_once(':') else {
                 continue;
             };
             let v: u64 = v.trim().parse().unwrap_or(0);
             match k {
-                "run_cnt" => runs += v,
-                "run_time_ns" => ns += v,
+                "prog_id" => id = Some(v),
+                "run_cnt" => one.runs = v,
+                "run_time_ns" => one.ns = v,
+                "recursion_misses" => one.skipped = v,
                 _ => {}
             }
         }
+        if let Some(id) = id
+            && is_nested_prog(names.get(&id))
+        {
+            one.runs = 0;
+            one.skipped = 0;
+        }
+        by_prog.insert(id, one);
     }
-    (runs, ns)
+    by_prog.values().fold(BpfStats::default(), |a, b| BpfStats {
+        runs: a.runs + b.runs,
+        ns: a.ns + b.ns,
+        skipped: a.skipped + b.skipped,
+    })
 }
 
 /// A running tracer; dropped without [`Running::stop`] (a failed measurement), it is killed.
@@ -104,7 +157,8 @@ pub struct Running {
     stderr: PathBuf,
     pub out: PathBuf,
     cpu_at_start: f64,
-    bpf_at_start: (u64, u64),
+    bpf_at_start: BpfStats,
+    names: HashMap<u64, String>,
 }
 
 /// What one measured window cost the tracer.
@@ -116,7 +170,12 @@ pub struct Cost {
     pub events: u64,
     /// Nanoseconds spent in its eBPF programs in the window.
     pub bpf_ns: u64,
+    /// Runs of its programs the kernel skipped in the window (`recursion_misses`).
+    pub skipped: u64,
+    /// Events the tracer says it lost, all causes.
     pub lost: u64,
+    /// Skipped runs tcptrace caught with its nested-run program (its summary).
+    pub caught: u64,
     /// Peak resident set, bytes.
     pub peak_rss: u64,
     /// Output bytes written.
@@ -145,7 +204,8 @@ impl Running {
             stderr,
             out,
             cpu_at_start: 0.0,
-            bpf_at_start: (0, 0),
+            bpf_at_start: BpfStats::default(),
+            names: HashMap::new(),
         };
         r.wait_ready()?;
         Ok(r)
@@ -185,7 +245,8 @@ impl Running {
     pub fn mark(&mut self) -> anyhow::Result<()> {
         let pid = self.pid();
         self.cpu_at_start = cpu_secs(pid)?;
-        self.bpf_at_start = bpf_stats(pid);
+        self.names = prog_names()?;
+        self.bpf_at_start = bpf_stats(pid, &self.names);
         Ok(())
     }
 
@@ -194,7 +255,7 @@ impl Running {
         let pid = self.pid();
         // Reaped below with wait4 (for its rusage); nothing is left for Drop.
         drop(self.child.take());
-        let (runs, ns) = bpf_stats(pid);
+        let bpf = bpf_stats(pid, &self.names);
         // SAFETY: signals our own child, which has not been reaped yet.
         unsafe { libc::kill(pid as i32, libc::SIGINT) };
         let mut status = 0;
@@ -212,15 +273,20 @@ impl Running {
         let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         let total_cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
         let err = fs::read_to_string(&self.stderr).unwrap_or_default();
-        let lost = match self.setup.kind {
-            Kind::Tcptrace => tcptrace_lost(&err),
-            Kind::Tcpstates => tcpstates_lost(&err),
+        let (lost, caught) = match self.setup.kind {
+            Kind::Tcptrace => (
+                tcptrace_count(&err, " lost,"),
+                tcptrace_count(&err, " state changes caught in nested runs"),
+            ),
+            Kind::Tcpstates => (tcpstates_lost(&err), 0),
         };
         Ok(Cost {
             cpu_secs: total_cpu - self.cpu_at_start,
-            events: runs - self.bpf_at_start.0,
-            bpf_ns: ns - self.bpf_at_start.1,
+            events: bpf.runs - self.bpf_at_start.runs,
+            bpf_ns: bpf.ns - self.bpf_at_start.ns,
+            skipped: bpf.skipped - self.bpf_at_start.skipped,
             lost,
+            caught,
             peak_rss: usage.ru_maxrss as u64 * 1024,
             out_bytes: fs::metadata(&self.out).map_or(0, |m| m.len()),
         })
@@ -244,13 +310,14 @@ impl Drop for Running {
     }
 }
 
-/// The `N lost` of tcptrace's exit summary.
-fn tcptrace_lost(stderr: &str) -> u64 {
+/// The number before `marker` in tcptrace's exit summary (`N lost,`), 0 if it has none.
+fn tcptrace_count(stderr: &str, marker: &str) -> u64 {
     stderr
         .lines()
         .rev()
-        .find_map(|l| {
-            let before = l.split(" lost,").next().filter(|b| b.len() < l.len())?;
+        .find(|l| l.contains(" events: "))
+        .and_then(|l| {
+            let (before, _) = l.split_once(marker)?;
             before.rsplit(' ').next()?.parse().ok()
         })
         .unwrap_or(0)
@@ -299,8 +366,14 @@ mod tests {
 
     #[test]
     fn lost_counts_are_parsed() {
-        let s = "tcptrace: 961163 events: 961140 state; 12 lost, 0 malformed; 10 facts\n";
-        assert_eq!(tcptrace_lost(s), 12);
+        let s = "tcptrace: 961163 events: 961140 state; 12 lost, 0 malformed; 10 facts; \
+                 7 state changes caught in nested runs\n";
+        assert_eq!(tcptrace_count(s, " lost,"), 12);
+        assert_eq!(tcptrace_count(s, " state changes caught in nested runs"), 7);
+        assert_eq!(
+            tcptrace_count("tcptrace: 3 events: 0 lost, 0\n", " caught"),
+            0
+        );
         assert_eq!(
             tcpstates_lost("Lost 3 events on CPU #0!\nlost 4 events on CPU #1\n"),
             7
