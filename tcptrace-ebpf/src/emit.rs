@@ -105,31 +105,36 @@ fn wake_flags(size: usize) -> u64 {
     }
 }
 
-/// Writes `record` (whose first member is its `Header`) unless filtered out.
+/// Writes `record` (whose first member is its `Header`) unless filtered out. False when the
+/// ring buffer was full (the record is counted in `LOST`).
 #[inline(always)]
-pub fn submit<T: 'static>(record: &T, hdr: &Header) {
+pub fn submit<T: 'static>(record: &T, hdr: &Header) -> bool {
     if !wanted(hdr) {
-        return;
+        return true;
     }
     let flags = wake_flags(core::mem::size_of::<T>());
     if EVENTS.output::<T>(record, flags).is_err() {
         count_lost();
+        return false;
     }
+    true
 }
 
 /// Writes a state change; when the plan asks for this new state and the socket is known, the
-/// record carries the planned windows of the socket's memory.
+/// record carries the planned windows of the socket's memory. False when the ring buffer was
+/// full.
 #[inline(always)]
-pub fn submit_state(record: &StateRecord, sk: u64) {
+pub fn submit_state(record: &StateRecord, sk: u64) -> bool {
     let wanted_states = get!(SNAP.new_states);
     if sk == 0 || record.new >= 32 || wanted_states & (1u32 << record.new) == 0 {
         return submit(record, &record.hdr);
     }
     if !wanted(&record.hdr) {
-        return;
+        return true;
     }
     let Some(mut entry) = EVENTS.reserve::<StateSnapRecord>(0) else {
-        return count_lost();
+        count_lost();
+        return false;
     };
     let out = entry.as_mut_ptr();
     // SAFETY: `out` points to a reserved, exclusively owned ring-buffer slot of the right size;
@@ -160,4 +165,5 @@ pub fn submit_state(record: &StateRecord, sk: u64) {
         i += 1;
     }
     entry.submit(wake_flags(core::mem::size_of::<StateSnapRecord>()));
+    true
 }

@@ -1,6 +1,7 @@
 //! BTF tracepoints (`tp_btf`, Linux 5.5+): the kernel hands us the raw tracepoint arguments,
 //! including `struct sock *`, which we read at BTF-resolved offsets.
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_log_ebpf::debug;
 use tcptrace_common::{
     ErrorRecord, IPPROTO_TCP, NO_FIELD, NOTE_STALE_NS, REASON_NONE, ResetRecord, RetransmitRecord,
     STATE_UNKNOWN, StateRecord, SynAckRecord, kind, retrans_flags,
@@ -90,8 +91,26 @@ fn set_state(ctx: &BtfTracePointContext, ts_ns: u64) {
         ..StateRecord::default()
     };
     rec.hdr.sk = sk;
-    sock::fill_from_sock(&mut rec.hdr, sk);
-    submit_state(&rec, rec.hdr.sk);
+    if !sock::fill_from_sock(&mut rec.hdr, sk) {
+        // Compiled in, but dead unless `--log-level debug` sets AYA_LOG_LEVEL at load time.
+        // (The socket's address cannot be printed: the verifier keeps pointers out of logs.)
+        debug!(
+            ctx,
+            target: "tcptrace_ebpf",
+            "inet_sock_set_state {} -> {}: the socket's sock_common was unreadable",
+            old,
+            new
+        );
+    }
+    if !submit_state(&rec, rec.hdr.sk) {
+        debug!(
+            ctx,
+            target: "tcptrace_ebpf",
+            "inet_sock_set_state {} -> {}: ring buffer full, record dropped (counted)",
+            old,
+            new
+        );
+    }
 }
 
 /// `trace_tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)` from
@@ -157,8 +176,13 @@ pub fn tcptrace_btf_send_reset(ctx: BtfTracePointContext) -> i32 {
         rec.hdr.sk = sk;
         rec.state = sock::state(sk).unwrap_or(STATE_UNKNOWN);
         sock::fill_from_sock(&mut rec.hdr, sk);
-    } else if skb != 0 {
-        sock::fill_from_incoming_skb(&mut rec.hdr, skb);
+    } else if skb != 0 && !sock::fill_from_incoming_skb(&mut rec.hdr, skb) {
+        debug!(
+            &ctx,
+            target: "tcptrace_ebpf",
+            "tcp_send_reset (reason {}): the packet's headers were unreadable",
+            rec.reason
+        );
     }
     submit(&rec, &rec.hdr);
     0

@@ -60,6 +60,8 @@ fn now_rfc3339() -> String {
 fn source(target: &str) -> (&'static str, &'static str) {
     if target.starts_with("lab") {
         ("tcptrace lab: ", "lab: ")
+    } else if target.starts_with("tcptrace_ebpf") {
+        ("tcptrace: ebpf: ", "ebpf: ")
     } else if target.starts_with("tcptrace") || target.is_empty() {
         ("tcptrace: ", "")
     } else {
@@ -69,7 +71,9 @@ fn source(target: &str) -> (&'static str, &'static str) {
 
 impl Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
-        m.level() as usize <= self.max.load(Ordering::Relaxed)
+        // Debug messages are ours (and our eBPF programs'), not our libraries'.
+        let ours = m.target().starts_with("tcptrace") || m.target().starts_with("lab");
+        m.level() as usize <= self.max.load(Ordering::Relaxed) && (m.level() <= Level::Info || ours)
     }
 
     fn log(&self, r: &Record) {

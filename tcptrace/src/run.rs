@@ -33,6 +33,8 @@ struct Reader<'p, 's, 'f> {
     facts: Vec<Event>,
     counters: &'p mut LossCounters,
     loss: LossReport,
+    /// The programs' debug messages, drained with each batch (`--log-level debug`).
+    ebpf_log: Option<&'p mut aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 impl Reader<'_, '_, '_> {
@@ -79,6 +81,9 @@ impl Reader<'_, '_, '_> {
     fn drain(&mut self, ring: &mut RingBuf<MapData>, tick: bool) -> io::Result<()> {
         while let Some(item) = ring.next() {
             self.handle(&item)?;
+        }
+        if let Some(l) = self.ebpf_log.as_mut() {
+            l.flush();
         }
         self.loss.check(self.counters, self.pipeline)?;
         if tick {
@@ -188,6 +193,7 @@ pub async fn run(
         facts: Vec::new(),
         counters: &mut tracer.losses,
         loss: LossReport::default(),
+        ebpf_log: tracer.ebpf_log.as_mut(),
     };
     reader.pipeline.start(monotonic_ns())?;
     // Connections that predate tracing (the hooks are attached, so nothing falls in between).

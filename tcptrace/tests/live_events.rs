@@ -360,3 +360,52 @@ fn ring_buffer_overflow_is_counted_and_reported() {
         "summary must agree with the lost records: {stderr}"
     );
 }
+
+/// Runs a stopped tracer (tiny ring) through a burst of refused connects; returns its stderr.
+fn overflow_stderr(net: &NetPair, port: u16, extra: &[&str]) -> String {
+    use std::io::Read as _;
+    let port_s = port.to_string();
+    let mut args = vec!["--events", "--ring-buffer", "4K", "-D", &port_s];
+    args.extend_from_slice(extra);
+    let (mut child, mut err) = harness::spawn_attached(&args);
+    let pid = child.id().to_string();
+    let signal = |sig: &str| {
+        let _ = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status();
+    };
+    signal("-STOP");
+    let script = format!("for i in $(seq 100); do nc -z {} {port}; done", net.srv4);
+    let mut load = NetPair::spawn(&net.cli, &["sh", "-c", &script], Stdio::null());
+    let finished = load.wait_timeout(Duration::from_secs(60));
+    signal("-CONT");
+    assert!(finished, "load did not finish");
+    std::thread::sleep(Duration::from_millis(1000));
+    signal("-INT");
+    let mut out = child.stdout.take().unwrap();
+    let mut sink = Vec::new();
+    let _ = out.read_to_end(&mut sink);
+    assert!(child.wait().unwrap().success());
+    let mut stderr = String::new();
+    err.read_to_string(&mut stderr).unwrap();
+    stderr
+}
+
+#[test]
+fn ebpf_debug_messages_are_opt_in() {
+    if !privileged() {
+        return;
+    }
+    let net = NetPair::new();
+    // With --log-level debug the state-change program says, through aya-log, which records
+    // the full ring buffer cost it; without, the same drops are only counted.
+    let debug = overflow_stderr(&net, 20702, &["--log-level", "debug"]);
+    assert!(
+        debug.contains("tcptrace: ebpf: debug: inet_sock_set_state")
+            && debug.contains("ring buffer full, record dropped (counted)"),
+        "{debug}"
+    );
+    let quiet = overflow_stderr(&net, 20703, &[]);
+    assert!(quiet.contains("lost"), "{quiet}");
+    assert!(!quiet.contains("ebpf:"), "{quiet}");
+}

@@ -63,7 +63,13 @@ pub struct Tracer {
     pub latency: Option<std::time::Duration>,
     /// Things that work less well than they could on this kernel, one line each.
     pub warnings: Vec<String>,
+    /// The programs' own debug messages (aya-log), with `--log-level debug` only.
+    pub ebpf_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
+
+/// `aya_log_ebpf`'s level global: 0 turns every eBPF-side message off (the verifier prunes
+/// them), 4 (`Debug`) lets the debug ones through.
+const AYA_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
 
 struct KernelInfo {
     /// What aya needs of the kernel's BTF to attach BTF tracepoints: the ids of their
@@ -193,6 +199,8 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         );
     }
     let wakeup = wakeup(cfg);
+    let debug = cfg.log_level >= log::LevelFilter::Debug;
+    let ebpf_log_level: u8 = if debug { 4 } else { 0 };
     let mut loader = EbpfLoader::new();
     loader
         // The programs read kernel structs at offsets set as globals: no CO-RE relocation.
@@ -201,6 +209,7 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         .override_global(abi::OFFSETS_GLOBAL, &info.offsets, true)
         .override_global(abi::SNAP_GLOBAL, &info.snap_plan, true)
         .override_global(abi::WAKEUP_GLOBAL, &wakeup, true)
+        .override_global(AYA_LOG_LEVEL, &ebpf_log_level, false)
         .map_max_entries(abi::EVENTS_MAP, cfg.ring_bytes);
     let none = TpLayout::none();
     for (hook, layout) in HOOKS.iter().zip(&info.layouts) {
@@ -256,6 +265,17 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         ebpf.take_map(abi::EVENTS_MAP)
             .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::EVENTS_MAP))?,
     )?;
+    let ebpf_log = if debug {
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warnings.push(format!("eBPF debug messages unavailable: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     Ok(Tracer {
         ebpf: Some(ebpf),
         events,
@@ -265,6 +285,7 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         snap: info.snap,
         latency: cfg.latency,
         warnings,
+        ebpf_log,
     })
 }
 
