@@ -49,8 +49,11 @@ fn diagnosis_cites_a_sysctl_changed_after_the_namespace_was_read() {
     let port = 9841;
     drop_syns(&net, port);
     NetPair::sysctl(&net.cli, "net.ipv4.tcp_syn_retries", "6");
-    let lifecycle = Tracer::lifecycle(&["-4"]);
-    let events = Tracer::start(&["-4"]);
+    // Only the client's namespace (filtered in the kernel): other traffic on the host, such
+    // as another test's loopback churn, cannot crowd this one's events out.
+    let only_cli = format!("/run/netns/{}", net.cli);
+    let lifecycle = Tracer::lifecycle(&["-4", "-N", &only_cli]);
+    let events = Tracer::start(&["-4", "-N", &only_cli]);
     // First sight of the client namespace: its sysctls are read (syn_retries 6).
     NetPair::exec(
         &net.cli,
@@ -64,8 +67,16 @@ fn diagnosis_cites_a_sysctl_changed_after_the_namespace_was_read() {
             ),
         ],
     );
-    sleep(Duration::from_millis(1500));
-    // Lowered well within the 5 s periodic refresh; this connect gives up after ~2 s.
+    // Both tracers read the namespace at first sight; under load that read can lag, so the
+    // change waits until the recording shows it (the lifecycle tracer read at the same time).
+    let cli_ns = NetPair::inode(&net.cli);
+    let first_read = |ev: &[Value]| {
+        ev.iter()
+            .any(|e| e["type"] == "sysctl" && e["netns"] == cli_ns)
+    };
+    assert!(events.wait_for(WAIT, first_read), "no sysctl reading");
+    sleep(Duration::from_millis(500));
+    // Lowered well within the 5 s periodic refresh; this connect gives up after ~3 s.
     NetPair::sysctl(&net.cli, "net.ipv4.tcp_syn_retries", "1");
     timed_out_connect(&net.cli, &net.srv4, port);
 
@@ -85,7 +96,6 @@ fn diagnosis_cites_a_sysctl_changed_after_the_namespace_was_read() {
 
     // The recording holds both readings, in order; replay cites the new one too.
     let (stream, _) = events.stop();
-    let cli_ns = NetPair::inode(&net.cli);
     let readings: Vec<&str> = stream
         .iter()
         .filter(|e| e["type"] == "sysctl" && e["netns"] == cli_ns)
