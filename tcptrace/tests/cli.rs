@@ -21,7 +21,19 @@ fn bad_values_are_one_line_errors() {
         &["--events", "--btf", "none", "--tracepoints", "btf"],
         &["--events", "--latency", "soon"],
         &["--format", "raw"],
-        &["replay", "/dev/null", "--format", "raw"],
+        // Negative durations get the same message as other bad values.
+        &["--events", "--duration", "-1"],
+        &["--events", "--latency", "-5ms"],
+        &["--min-duration", "-2s"],
+        &["--summary=-1"],
+        &["--summary", "0.5"],
+        // Outcome selection is about records, not events; and its names are checked.
+        &["--events", "--problems"],
+        &["--events", "--end", "timeout"],
+        &["--end", "timout"],
+        &["--diagnosed", "--diagnose", "off"],
+        &["--events", "--format", "line"],
+        &["--events", "--format", "raw", "--summary"],
     ] {
         let out = tcptrace(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -30,6 +42,70 @@ fn bad_values_are_one_line_errors() {
         assert!(err.starts_with("tcptrace: "), "{args:?}: {err}");
         assert!(out.stdout.is_empty());
     }
+}
+
+/// What clap rejects (a flag the command does not take, a value not in its list) is one line
+/// too, naming the command whose help to read, with status 2.
+#[test]
+fn usage_errors_are_one_line() {
+    for (args, says) in [
+        (&["--no-such-flag"][..], "--no-such-flag"),
+        (&["sysctl", "--events"], "sysctl --help"),
+        (&["sysctl", "--state", "SYN_SENT"], "sysctl --help"),
+        (&["replay", "/dev/null", "--format", "raw"], "replay --help"),
+        (&["replay", "/dev/null", "--ring-buffer", "8M"], "replay --help"),
+        (&["replay", "/dev/null", "--duration", "1"], "replay --help"),
+        (&["lab", "--netns", "1"], "lab --help"),
+        (&["--events", "replay", "/dev/null"], "replay --help"),
+        (&["--max-conns", "lots"], "--max-conns"),
+    ] {
+        let out = tcptrace(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("tcptrace: ") && err.contains(says), "{args:?}: {err}");
+    }
+}
+
+fn help(args: &[&str]) -> String {
+    let out = tcptrace(args);
+    assert!(out.status.success(), "{args:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Each command's help lists its own flags and no others'.
+#[test]
+fn each_command_lists_only_its_flags() {
+    let trace = help(&["--help"]);
+    for flag in [
+        "--events", "--format", "--problems", "--end", "--diagnosed", "--summary", "--color",
+        "--duration", "--ring-buffer", "--lport", "--cgroup", "--netns", "--diagnose",
+    ] {
+        assert!(trace.contains(flag), "tcptrace --help lacks {flag}");
+    }
+    for c in ["replay", "lab", "sysctl"] {
+        assert!(trace.contains(&format!("  {c} ")), "{c} not listed");
+    }
+    let sysctl = help(&["sysctl", "--help"]);
+    for flag in ["--events", "--state", "--summary", "--problems", "--ring-buffer", "--output"] {
+        assert!(!sysctl.contains(flag), "sysctl --help offers {flag}");
+    }
+    assert!(sysctl.contains("--netns") && sysctl.contains("--pid"));
+    let replay = help(&["replay", "--help"]);
+    // Short help shows each format's values on one line.
+    assert!(help(&["replay", "-h"]).contains("[possible values: text, line, json]"));
+    assert!(help(&["-h"]).contains("[possible values: text, line, json, raw]"));
+    for flag in ["--ring-buffer", "--latency", "--duration", "--lport", "--cgroup", "--btf"] {
+        assert!(!replay.contains(flag), "replay --help offers {flag}");
+    }
+    for flag in ["--problems", "--summary", "--state", "--format", "--color"] {
+        assert!(replay.contains(flag), "replay --help lacks {flag}");
+    }
+    let lab = help(&["lab", "--help"]);
+    for scenario in ["handshake", "syn-sent", "time-wait", "refused", "data-timeout", "ipv6"] {
+        assert!(lab.contains(&format!("  {scenario} ")), "lab --help lacks {scenario}");
+    }
+    assert!(!lab.contains("--netns") && !lab.contains("--lport"), "{lab}");
 }
 
 #[test]
@@ -68,14 +144,6 @@ fn damaged_recordings_are_one_line_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn unknown_flags_are_usage_errors() {
-    let out = tcptrace(&["--no-such-flag"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(tcptrace(&["--help"]).status.success());
-}
 
 #[test]
 fn missing_btf_file_is_reported() {

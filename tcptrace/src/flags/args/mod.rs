@@ -12,9 +12,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
 pub use filter::{FilterArgs, SelectArgs};
 pub use kernel::{KernelFilterArgs, TracepointsArg, TracerArgs};
-pub use output::{
-    ColorArg, DiagnoseArg, FormatArg, OutputArgs, ReplayFormatArg, SysctlFormatArg,
-};
+pub use output::{ColorArg, DiagnoseArg, FormatArg, OutputArgs, ReplayFormatArg, SysctlFormatArg};
 
 /// Levels of the daemon's own messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -33,7 +31,6 @@ pub enum LogLevelArg {
     version,
     about,
     long_about = None,
-    args_conflicts_with_subcommands = true,
     after_help = "Without a subcommand, tcptrace traces (needs root). See also: tcptrace replay --help, tcptrace lab --help, tcptrace sysctl --help."
 )]
 pub struct Args {
