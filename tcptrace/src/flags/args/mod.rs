@@ -29,8 +29,6 @@ pub enum LogLevelArg {
 #[command(
     name = "tcptrace",
     version,
-    about,
-    long_about = None,
     after_help = "Without a subcommand, tcptrace traces (needs root). See also: tcptrace replay --help, tcptrace lab --help, tcptrace sysctl --help."
 )]
 pub struct Args {
