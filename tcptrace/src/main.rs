@@ -79,8 +79,8 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             Some(e) if is_broken_pipe(&e) => Err(e),
             // One line: what is wrong, and how much came before it.
             Some(e) => Err(anyhow::anyhow!(
-                "{e:#} ({} events replayed before it)",
-                stats.total() + stats.facts
+                "{e:#} ({} replayed before it)",
+                sink::count(stats.total() + stats.facts, "event")
             )),
         };
     }
