@@ -299,3 +299,41 @@ impl Drop for Out {
         let _ = self.close();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(out: &mut Out, text: &str) {
+        out.buf.extend_from_slice(text.as_bytes());
+        out.buf.push(b'\n');
+        out.end_line().unwrap();
+    }
+
+    /// Two writers into one file: whole lines in the order they were flushed, and the file
+    /// is complete only when the last of them closed, whichever it is.
+    #[test]
+    fn shared_writers_close_with_the_last() {
+        let path = std::env::temp_dir().join(format!("tcptrace-out-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let dest = Destination::File {
+            path: path.clone(),
+            file: None,
+        };
+        let mut first = Out::open(dest, Backpressure::Block).unwrap();
+        let mut second = first.share();
+        line(&mut first, "record 1");
+        line(&mut second, "summary 1");
+        first.flush().unwrap();
+        second.flush().unwrap();
+        line(&mut first, "record 2");
+        first.close().unwrap();
+        // The destination stays open for the other writer.
+        line(&mut second, "summary of the run");
+        second.close().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(text, "record 1\nsummary 1\nrecord 2\nsummary of the run\n");
+        assert_eq!(first.stats(), OutStats::default());
+    }
+}
