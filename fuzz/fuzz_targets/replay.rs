@@ -1,7 +1,7 @@
 //! Fuzzes what `tcptrace replay` does with a recording, in the pure core: the stream reader
 //! (JSON lines or a binary recording), the decoder, the connection table, every diagnosis rule
-//! with the recording's own sysctls, and the writers of the records that come out. Any panic,
-//! or memory beyond libFuzzer's limit, is a bug.
+//! with the recording's own sysctls, the summary of the records (`--summary`) and the writers
+//! of what comes out. Any panic, or memory beyond libFuzzer's limit, is a bug.
 #![no_main]
 
 use std::collections::HashMap;
@@ -12,10 +12,12 @@ use tcptrace_core::{
     context::Context,
     diagnose::{self, Inputs, Severity, netns::NetnsWatch},
     lifecycle::{ConnTable, TableConfig},
+    summary::{By, Summary},
     sysctl::Sysctls,
     wire::{
-        self, Cold, Line,
+        self, Cold, Line, SummaryLine,
         reader::{Item, Reader},
+        summary::{Period, Span},
     },
 };
 
@@ -36,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     let mut last = 0;
     let mut events = Vec::new();
+    let mut summary = Summary::default();
     while let Ok(Some(item)) = reader.next_item(true) {
         match item {
             Item::Record(ev) => events.push(ev),
@@ -87,11 +90,30 @@ fuzz_target!(|data: &[u8]| {
             table.process(&ev, &mut done);
             wire::event::write(&mut out, &ctx, &ev, None);
         }
-        judge(&mut done, &ctx, &sysctls, &fallback, &mut out);
+        judge(&mut done, &ctx, &sysctls, &fallback, &mut summary, &mut out);
         out.clear();
     }
     table.finish_all(last, &mut done);
-    judge(&mut done, &ctx, &sysctls, &fallback, &mut out);
+    judge(&mut done, &ctx, &sysctls, &fallback, &mut summary, &mut out);
+    let span = Span {
+        start_ns: 0,
+        end_ns: last,
+        period: Period::Run,
+    };
+    let mut line = |by, key, row| {
+        let l = SummaryLine::new(&ctx, span, by, key, row);
+        wire::write_cold(&mut out, &Cold::Summary(l));
+    };
+    line(By::All, None, &summary.all);
+    for by in By::GROUPED {
+        let g = summary.grouping(by);
+        for (key, row) in g.rows() {
+            line(by, Some(key), row);
+        }
+        if let Some(row) = g.other() {
+            line(by, None, row);
+        }
+    }
 });
 
 fn judge(
@@ -99,6 +121,7 @@ fn judge(
     ctx: &Context,
     sysctls: &HashMap<u32, Sysctls>,
     fallback: &Sysctls,
+    summary: &mut Summary,
     out: &mut Vec<u8>,
 ) {
     let mut diags = Vec::new();
@@ -111,6 +134,7 @@ fn judge(
         };
         diags.clear();
         diagnose::diagnose(&c, &inp, Severity::Info, &mut diags);
+        summary.add(ctx, &c);
         wire::conn::write(out, ctx, &c, &diags);
     }
 }

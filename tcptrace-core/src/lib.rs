@@ -16,6 +16,7 @@ pub mod layout;
 pub mod lifecycle;
 pub mod snapshot;
 pub mod state_clock;
+pub mod summary;
 pub mod sysctl;
 pub mod tcp;
 pub mod tp_format;

@@ -12,13 +12,14 @@ mod namespaces;
 mod pipeline;
 mod replay;
 mod run;
+mod select;
 mod sink;
 mod stats;
 mod sysctl_cmd;
 
 use std::{io, process::ExitCode};
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _, error::ErrorKind};
 
 use crate::{
     augment::Augmenter,
@@ -78,8 +79,8 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             Some(e) if is_broken_pipe(&e) => Err(e),
             // One line: what is wrong, and how much came before it.
             Some(e) => Err(anyhow::anyhow!(
-                "{e:#} ({} events replayed before it)",
-                stats.total() + stats.facts
+                "{e:#} ({} replayed before it)",
+                sink::count(stats.total() + stats.facts, "event")
             )),
         };
     }
@@ -165,18 +166,62 @@ pub fn trace(
     ))
 }
 
+/// Parses the command line; `lab --help` lists the scenarios. Help and version are printed
+/// as clap renders them; a usage error is one `tcptrace: ...` line and status 2.
+fn parse_args() -> Result<Args, ExitCode> {
+    let cmd = Args::command().mut_subcommand("lab", |c| c.after_help(lab::scenario_list()));
+    let parsed = cmd.clone().try_get_matches().and_then(|m| {
+        trace_flag_before_subcommand(&cmd, &m)?;
+        Args::from_arg_matches(&m)
+    });
+    parsed.map_err(|e| {
+        if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        let what = first.strip_prefix("error: ").unwrap_or(first);
+        // The subcommand whose help to see, if one was named.
+        let sub = std::env::args()
+            .skip(1)
+            .find(|a| Args::command().find_subcommand(a).is_some())
+            .map(|s| format!(" {s}"))
+            .unwrap_or_default();
+        log::error!("{what} (see tcptrace{sub} --help)");
+        ExitCode::from(2)
+    })
+}
+
+/// Tracing's flags are not a subcommand's: `tcptrace --events replay F` is a usage error
+/// (global flags such as `--log-level` may stand anywhere).
+fn trace_flag_before_subcommand(
+    cmd: &clap::Command,
+    m: &clap::ArgMatches,
+) -> Result<(), clap::Error> {
+    let Some(sub) = m.subcommand_name() else {
+        return Ok(());
+    };
+    for arg in cmd.get_arguments().filter(|a| !a.is_global_set()) {
+        if m.value_source(arg.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine) {
+            let name = arg
+                .get_long()
+                .map(|l| format!("--{l}"))
+                .unwrap_or_else(|| arg.get_id().to_string());
+            return Err(cmd.clone().error(
+                ErrorKind::ArgumentConflict,
+                format!("{name} before `{sub}`: a subcommand's flags come after its name"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     logging::init(false, log::LevelFilter::Info);
-    let args = match Args::try_parse() {
+    let args = match parse_args() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     let result = Config::from_args(args).and_then(|cfg| {
         logging::init(cfg.format == flags::Format::Json, cfg.log_level);

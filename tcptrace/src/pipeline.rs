@@ -293,6 +293,7 @@ impl<'s, 'f> Pipeline<'s, 'f> {
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.stats.table = self.table.stats;
+        self.stats.conns_withheld = self.sink.withheld();
         self.sink.flush()
     }
 
@@ -305,6 +306,7 @@ impl<'s, 'f> Pipeline<'s, 'f> {
             Ok(())
         };
         self.stats.table = self.table.stats;
+        self.stats.conns_withheld = self.sink.withheld();
         let finished = self.sink.finish(&self.ctx, now_ns, &self.stats);
         self.stats.output = self.sink.out_stats();
         emitted.and(finished).map(|()| self.stats)

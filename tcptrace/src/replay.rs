@@ -31,7 +31,12 @@ struct Replayer<'p, 's, 'f> {
     have_clock: bool,
     started: bool,
     last_ts: u64,
+    /// When the live loop would tick next (once a second of the recording's time).
+    next_tick: u64,
 }
+
+/// The live loop's tick period, replayed on the recording's clock.
+const TICK_NS: u64 = 1_000_000_000;
 
 impl Replayer<'_, '_, '_> {
     fn item(&mut self, item: Item) -> anyhow::Result<()> {
@@ -84,6 +89,10 @@ impl Replayer<'_, '_, '_> {
             self.pipeline.advance(ts_ns)?;
             self.last_ts = ts_ns;
         }
+        if ts_ns >= self.next_tick {
+            self.pipeline.tick(ts_ns)?;
+            self.next_tick = ts_ns.saturating_add(TICK_NS);
+        }
         Ok(())
     }
 
@@ -118,7 +127,7 @@ impl Replayer<'_, '_, '_> {
                 self.start(c.ts_ns)?;
                 self.pipeline.learn_cgroup(c.ts_ns, c.id, &c.path)?;
             }
-            Cold::Log(_) | Cold::SysctlReport(_) => {}
+            Cold::Log(_) | Cold::SysctlReport(_) | Cold::Summary(_) => {}
         }
         Ok(())
     }
@@ -152,6 +161,7 @@ pub fn replay(
         have_clock: false,
         started: false,
         last_ts: 0,
+        next_tick: 0,
     };
     let damage = loop {
         match reader.next_item(!r.have_clock) {

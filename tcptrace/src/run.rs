@@ -135,7 +135,7 @@ impl LossReport {
                     "the kernel skipped runs of a program already running on that CPU"
                 }
             };
-            log::warn!("lost {n} events ({why})");
+            log::warn!("lost {} ({why})", crate::sink::count(n, "event"));
         }
     }
 }

@@ -8,7 +8,7 @@ use tcptrace_core::{
     wire::LostCause,
 };
 
-use crate::sink::OutStats;
+use crate::sink::{OutStats, count};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
@@ -26,8 +26,10 @@ pub struct Stats {
     pub lost_recursion: u64,
     /// State changes the kernel skipped in the main program but the nested-run program caught.
     pub nested_caught: u64,
-    /// Lifecycle mode: connection records printed.
+    /// Lifecycle mode: connection records that passed the filters.
     pub conns_printed: u64,
+    /// Of those, records the output left out (`--problems`, `--end`, `--diagnosed`).
+    pub conns_withheld: u64,
     pub table: TableStats,
     /// sock_diag lookups skipped to stay within the lookup budget.
     pub diag_skipped: u64,
@@ -79,9 +81,9 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} events: {} state, {} retransmit, {} retransmit_failed, {} reset, {} error; \
-             {} lost, {} malformed; {} sock_diag facts",
-            self.total(),
+            "{}: {} state, {} retransmit, {} retransmit_failed, {} reset, {} error; \
+             {} lost, {} malformed; {}",
+            count(self.total(), "event"),
             self.state,
             self.retransmit,
             self.retransmit_failed,
@@ -89,15 +91,19 @@ impl fmt::Display for Stats {
             self.error,
             self.lost(),
             self.malformed,
-            self.facts,
+            count(self.facts, "sock_diag fact"),
         )?;
         let t = &self.table;
         if t.finished > 0 || self.conns_printed > 0 {
             write!(
                 f,
-                "; {} connections ({} printed, {} evicted, {} with missed events, \
+                "; {} ({} printed, {} evicted, {} with missed events, \
                  {} timewait unconfirmed)",
-                t.finished, self.conns_printed, t.evicted, t.missed, t.time_wait_unconfirmed
+                count(t.finished, "connection"),
+                self.conns_printed.saturating_sub(self.conns_withheld),
+                t.evicted,
+                t.missed,
+                t.time_wait_unconfirmed
             )?;
             if t.open_at_loss > 0 {
                 write!(f, "; {} open when events were lost", t.open_at_loss)?;
@@ -106,8 +112,9 @@ impl fmt::Display for Stats {
         if self.diagnosed > 0 || self.findings > 0 {
             write!(
                 f,
-                "; {} diagnosed, {} namespace findings",
-                self.diagnosed, self.findings
+                "; {} diagnosed, {}",
+                self.diagnosed,
+                count(self.findings, "namespace finding")
             )?;
         }
         if self.lost() > 0 {
@@ -120,25 +127,25 @@ impl fmt::Display for Stats {
         if self.nested_caught > 0 {
             write!(
                 f,
-                "; {} state changes caught in nested runs",
-                self.nested_caught
+                "; {} caught in nested runs",
+                count(self.nested_caught, "state change")
             )?;
         }
         let o = &self.output;
         if o.total() > 0 {
             write!(
                 f,
-                "; {} output lines not written ({} reader stalled, {} write errors)",
-                o.total(),
+                "; {} not written ({} reader stalled, {})",
+                count(o.total(), "output line"),
                 o.stalled,
-                o.failed
+                count(o.failed, "write error")
             )?;
         }
         if self.diag_skipped > 0 {
             write!(
                 f,
-                "; {} sock_diag lookups skipped (budget)",
-                self.diag_skipped
+                "; {} skipped (budget)",
+                count(self.diag_skipped, "sock_diag lookup")
             )?;
         }
         Ok(())
@@ -158,5 +165,27 @@ mod tests {
         assert_eq!(s.lost_ring, u64::MAX);
         assert_eq!(s.lost(), u64::MAX);
         assert!(s.to_string().contains(&format!("{} lost", u64::MAX)));
+    }
+
+    #[test]
+    fn counts_read_right_in_the_singular() {
+        let mut s = Stats {
+            state: 1,
+            facts: 1,
+            conns_printed: 1,
+            ..Stats::default()
+        };
+        s.table.finished = 1;
+        let text = s.to_string();
+        assert!(text.starts_with("1 event: "), "{text}");
+        assert!(
+            text.contains("; 1 sock_diag fact; 1 connection (1 printed"),
+            "{text}"
+        );
+        s.state = 2;
+        s.table.finished = 2;
+        let text = s.to_string();
+        assert!(text.starts_with("2 events: "), "{text}");
+        assert!(text.contains("; 2 connections ("), "{text}");
     }
 }

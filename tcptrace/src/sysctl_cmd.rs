@@ -39,8 +39,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         .sysctls;
     let mut out = io::stdout().lock();
     let r = match cfg.format {
-        Format::Text => text(&mut out, ns, &sys),
-        Format::Json | Format::Raw => json(&mut out, ns, &sys),
+        Format::Json => json(&mut out, ns, &sys),
+        Format::Text | Format::Line | Format::Raw => text(&mut out, ns, &sys),
     };
     match r {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the two README commands (`run`, `test`) and the `setup` both start with.
 mod bench;
 mod churn;
+mod docs;
 mod exec;
 mod setup;
 mod tasks;
@@ -67,6 +68,14 @@ enum Task {
         #[arg(long)]
         tcptrace: Option<std::path::PathBuf>,
     },
+    /// Man pages and shell completions of tcptrace, from its clap definitions, into
+    /// target/dist-docs/ (man/tcptrace.1 and one page per subcommand, completions/ for bash,
+    /// zsh, fish and elvish).
+    DistDocs {
+        /// Write here instead.
+        #[arg(long, default_value = "target/dist-docs")]
+        out: std::path::PathBuf,
+    },
     /// Set up, then cargo fmt --check, clippy -D warnings and every test (privileged ones need root).
     Test {
         /// Skip fmt and clippy.
@@ -121,6 +130,12 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Task::Hold { conns } => churn::hold(conns).map(|()| ExitCode::SUCCESS),
+        Task::DistDocs { out } => docs::write_all(&out).map(|files| {
+            for f in files {
+                println!("{}", f.display());
+            }
+            ExitCode::SUCCESS
+        }),
     };
     match result {
         Ok(code) => code,

@@ -55,6 +55,26 @@ pub enum End {
 }
 
 impl End {
+    pub const ALL: [Self; 7] = [
+        Self::Closed,
+        Self::ResetSent,
+        Self::ResetReceived,
+        Self::Refused,
+        Self::Timeout,
+        Self::Aborted,
+        Self::Open,
+    ];
+
+    /// The ends that mean the connection failed: everything but an orderly close and still
+    /// being open.
+    pub fn failed(self) -> bool {
+        !matches!(self, Self::Closed | Self::Open)
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.name() == s)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Closed => "closed",

@@ -11,6 +11,7 @@ pub mod namespace;
 pub mod raw;
 pub mod reader;
 pub mod stream;
+pub mod summary;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +23,7 @@ pub use conn::ConnLine;
 pub use diagnosis::{DiagnosisLine, FindingLine};
 pub use namespace::{InterfacesLine, SampleLine, SysctlLine, SysctlReport};
 pub use stream::{Content, LogLine, LostCause, LostLine, SCHEMA_VERSION, StreamHeader};
+pub use summary::SummaryLine;
 
 /// Longest JSON line a reader accepts: the largest lines (namespace samples, records with
 /// several diagnoses) are a few kilobytes.
@@ -50,6 +52,7 @@ pub enum Cold {
     Log(LogLine),
     SysctlReport(SysctlReport),
     Cgroup(CgroupLine),
+    Summary(SummaryLine),
 }
 
 /// Writes a cold line (without the trailing newline).
@@ -59,7 +62,7 @@ pub fn write_cold(buf: &mut Vec<u8>, line: &Cold) {
 }
 
 /// The `"type"` of every cold line.
-const COLD_TYPES: [&str; 8] = [
+const COLD_TYPES: [&str; 9] = [
     "stream",
     "lost",
     "sysctl",
@@ -68,6 +71,7 @@ const COLD_TYPES: [&str; 8] = [
     "log",
     "sysctl_report",
     "cgroup",
+    "summary",
 ];
 
 #[derive(Deserialize)]
@@ -91,7 +95,7 @@ pub enum Line {
     },
     /// Any cold line.
     Cold(Cold),
-    /// A line replay does not consume (`conn`, `diagnosis`, `summary`, and types added later).
+    /// A line replay does not consume (`conn`, `diagnosis`, and types added later).
     Other,
 }
 

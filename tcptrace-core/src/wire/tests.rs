@@ -359,11 +359,70 @@ fn cold_lines_round_trip() {
     round_trip(Cold::Stream(StreamHeader::new(&ctx, 1, Content::Events)));
     round_trip(Cold::Lost(LostLine::new(&ctx, 1, 12, LostCause::Recursion)));
     round_trip(Cold::SysctlReport(SysctlReport::new(42, &sys)));
+    summary_rows_round_trip(&ctx);
     round_trip(Cold::Log(LogLine {
         time: "2026-11-24T00:00:00.000000Z".into(),
         level: stream::Level::Warning,
         message: "netns 4026532246 unreadable".into(),
     }));
+}
+
+/// Every kind of summary row: the whole period, a group with percentiles, one without any
+/// completed handshake, and the row of groups beyond the cap.
+fn summary_rows_round_trip(ctx: &Context) {
+    use crate::{
+        lifecycle::{End, Role},
+        summary::{By, Key, Row},
+        wire::summary::{Period, Span},
+    };
+    let span = Span {
+        start_ns: 1_000_000_000,
+        end_ns: 11_000_000_000,
+        period: Period::Interval,
+    };
+    let mut row = Row {
+        conns: 3,
+        ..Row::default()
+    };
+    row.ends[End::ALL.iter().position(|e| *e == End::Timeout).unwrap()] = 1;
+    row.ends[0] = 2;
+    row.retransmits = 5;
+    for ns in [100_000, 120_000] {
+        row.connect.record(ns);
+    }
+    for ns in [280_000, 530_000, 3_100_000_000] {
+        row.duration.record(ns);
+    }
+    let key = Key {
+        role: Some(Role::Client.name()),
+        name: Some("[fd00:77::1]:9705".into()),
+    };
+    let l = SummaryLine::new(ctx, span, By::Destination, Some(&key), &row);
+    assert_eq!(l.failed, 1);
+    assert_eq!(l.ends, vec![("closed".into(), 2), ("timeout".into(), 1)]);
+    assert_eq!(l.duration_ms.as_ref().unwrap().p99, 3100.0);
+    assert!(!l.other);
+    round_trip(Cold::Summary(l));
+    let all = SummaryLine::new(ctx, span, By::All, None, &row);
+    assert_eq!((all.key.as_deref(), all.other), (None, false));
+    round_trip(Cold::Summary(all));
+    let mut empty = Row {
+        conns: 1,
+        ..Row::default()
+    };
+    empty.ends[End::ALL.iter().position(|e| *e == End::Open).unwrap()] = 1;
+    let other = SummaryLine::new(
+        ctx,
+        Span {
+            period: Period::Run,
+            ..span
+        },
+        By::Process,
+        None,
+        &empty,
+    );
+    assert!(other.other && other.connect_ms.is_none() && other.duration_ms.is_none());
+    round_trip(Cold::Summary(other));
 }
 
 #[test]
@@ -382,7 +441,7 @@ fn older_and_newer_streams() {
     let newer = r#"{"type":"stream","ts_ns":1,"time":"t","schema":99,"tool":"tcptrace","version":"9","content":"events"}"#;
     assert_eq!(parse_line(newer, false), Err(WireError::Schema(99)));
     // A kind from a newer tcptrace, with members of shapes this one does not expect.
-    let unknown = r#"{"type":"summary","ts_ns":"soon","state":{"a":1}}"#;
+    let unknown = r#"{"type":"forecast","ts_ns":"soon","state":{"a":1}}"#;
     assert_eq!(parse_line(unknown, false).unwrap().line, Line::Other);
     // A known kind with a bad member is an error.
     assert!(parse_line(r#"{"type":"state","ts_ns":"x"}"#, false).is_err());

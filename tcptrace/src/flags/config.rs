@@ -6,16 +6,27 @@ use tcptrace_common::{AF_INET, AF_INET6, Filter, MAX_PORTS};
 
 use tcptrace_core::{diagnose::Severity, lifecycle::TableConfig, tcp::TcpState};
 
-use super::args::{Args, Command, DiagnoseArg, FormatArg, LogLevelArg, TracepointsArg};
-use crate::pipeline::{ConnFilter, Mode};
+use super::args::{
+    Args, ColorArg, Command, DiagnoseArg, FilterArgs, FormatArg, KernelFilterArgs, LogLevelArg,
+    OutputArgs, ReplayFormatArg, SelectArgs, SysctlFormatArg, TracepointsArg, TracerArgs,
+};
+use crate::{
+    pipeline::{ConnFilter, Mode},
+    select::Select,
+};
 
 /// Where the running kernel's BTF is.
 pub const DEFAULT_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Shortest `--summary` interval: the live loop ticks once a second.
+const MIN_SUMMARY_NS: u64 = 1_000_000_000;
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Text,
+    /// Text records without the state timeline, one line each.
+    Line,
     Json,
     /// Binary recording (`--events` only).
     Raw,
@@ -44,8 +55,14 @@ pub struct Config {
     /// The BTF path was given (`--btf PATH`): it must be usable, no fallback.
     pub btf_explicit: bool,
     pub header: bool,
+    /// Text output is coloured (`--color`, `NO_COLOR`).
+    pub colour: bool,
     pub mode: Mode,
     pub conn_filter: ConnFilter,
+    /// Which records the output prints, by outcome (`--problems`, `--end`, `--diagnosed`).
+    pub select: Select,
+    /// `--summary`: the interval in nanoseconds, 0 for a summary at exit only.
+    pub summary: Option<u64>,
     pub table: TableConfig,
     /// `tcptrace replay FILE`: read this recorded stream instead of tracing.
     pub replay: Option<PathBuf>,
@@ -73,144 +90,263 @@ pub enum Action {
 }
 
 impl Config {
-    pub fn from_args(args: Args) -> anyhow::Result<Self> {
-        let duration = match args.duration {
-            None => None,
-            Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
-            Some(s) => bail!("--duration must be a positive number of seconds, got {s}"),
-        };
-        let mut filter = Filter::default();
-        if args.ipv4 {
-            filter.family = AF_INET;
-        } else if args.ipv6 {
-            filter.family = AF_INET6;
-        }
-        let mode = if args.events {
-            Mode::Events
-        } else {
-            Mode::Lifecycle
-        };
-        let mut conn_filter = ConnFilter::default();
-        if let Some(pid) = args.pid {
-            if pid == 0 {
-                bail!("--pid must be a process id, not 0");
-            }
-            // Lifecycle mode filters on the owner: most transitions run in softirq, where the
-            // current task is unrelated, so the kernel-side task filter would cut lifecycles.
-            match mode {
-                Mode::Events => filter.tgid = pid,
-                Mode::Lifecycle => conn_filter.owner_pid = Some(pid),
-            }
-        }
-        for name in &args.states {
-            let state = TcpState::from_name(&name.to_ascii_uppercase())
-                .with_context(|| format!("--state: unknown TCP state {name:?}"))?;
-            conn_filter.states.push(state);
-        }
-        if let Some(text) = &args.min_duration {
-            conn_filter.min_duration_ns = Some(duration_ns(text, "--min-duration")?);
-        }
-        if args.max_conns == 0 {
-            bail!("--max-conns must be at least 1");
-        }
-        filter.n_lports = ports(&args.lports, &mut filter.lports, "--lport")?;
-        filter.n_rports = ports(&args.rports, &mut filter.rports, "--rport")?;
-        if let Some(ns) = &args.netns {
-            filter.netns = netns_inode(ns)?;
-            conn_filter.netns = vec![filter.netns];
-        }
-        let cgroup = match &args.cgroup {
-            Some(spec) => {
-                let f = crate::cgroups::CgroupFilter::parse(spec)?;
-                filter.cgroup = f.id;
-                filter.cgroup_level = f.level;
-                Some(f)
-            }
-            None => None,
-        };
-        if args.format == FormatArg::Raw {
-            if !args.events || args.command.is_some() {
-                bail!(
-                    "--format raw records the live event stream: use it with --events (replay prints text or json)"
-                );
-            }
-            if args.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                bail!(
-                    "--format raw writes binary data: redirect standard output to a file or pipe"
-                );
-            }
-        }
-        let btf_explicit = args.btf.is_some();
-        let btf = match args.btf {
-            Some(p) if p.as_os_str() == "none" => None,
-            Some(p) => Some(p),
-            None => Some(PathBuf::from(DEFAULT_BTF)),
-        };
-        let tracepoints = match args.tracepoints {
-            TracepointsArg::Auto => TracepointMode::Auto,
-            TracepointsArg::Btf => TracepointMode::Btf,
-            TracepointsArg::Classic => TracepointMode::Classic,
-        };
-        if btf.is_none() && tracepoints == TracepointMode::Btf {
-            bail!("--tracepoints btf needs kernel BTF, but --btf none was given");
-        }
-        if btf.is_none() && cgroup.is_some() {
-            bail!("--cgroup needs kernel BTF to read a socket's cgroup, but --btf none was given");
-        }
-        if btf.is_none() && filter.netns != 0 {
-            bail!(
-                "--netns needs kernel BTF to read a socket's namespace, but --btf none was given"
-            );
-        }
-        Ok(Self {
-            format: match args.format {
-                FormatArg::Text => Format::Text,
-                FormatArg::Json => Format::Json,
-                FormatArg::Raw => Format::Raw,
-            },
-            duration,
-            filter,
-            ring_bytes: ring_size(&args.ring_buffer)?,
-            latency: match duration_ns(&args.latency, "--latency")? {
-                0 => None,
-                ns => Some(Duration::from_nanos(ns)),
-            },
-            tracepoints,
-            btf,
-            btf_explicit,
-            header: !args.no_header,
-            mode,
-            conn_filter,
-            table: TableConfig {
-                max_conns: args.max_conns,
-                ..TableConfig::default()
-            },
-            replay: match &args.command {
-                Some(Command::Replay { file }) => Some(file.clone()),
-                _ => None,
-            },
-            diagnose: match args.diagnose {
-                DiagnoseArg::Info => Some(Severity::Info),
-                DiagnoseArg::Warning => Some(Severity::Warning),
-                DiagnoseArg::Error => Some(Severity::Error),
-                DiagnoseArg::Off => None,
-            },
-            action: match args.command {
-                None => Action::Trace,
-                Some(Command::Replay { .. }) => Action::Replay,
-                Some(Command::Sysctl) => Action::Sysctl,
-                Some(Command::Lab { scenario }) => Action::Lab(scenario),
-            },
-            pid: args.pid,
-            output: args.output,
-            cgroup,
-            log_level: match args.log_level {
+    /// What every command starts from: the defaults of the flags it does not have.
+    fn base(action: Action, log_level: LogLevelArg) -> Self {
+        Self {
+            format: Format::Text,
+            duration: None,
+            filter: Filter::default(),
+            ring_bytes: 4 << 20,
+            latency: Some(Duration::from_millis(20)),
+            tracepoints: TracepointMode::Auto,
+            btf: Some(PathBuf::from(DEFAULT_BTF)),
+            btf_explicit: false,
+            header: true,
+            colour: false,
+            mode: Mode::Lifecycle,
+            conn_filter: ConnFilter::default(),
+            select: Select::default(),
+            summary: None,
+            table: TableConfig::default(),
+            replay: None,
+            diagnose: Some(Severity::Warning),
+            action,
+            pid: None,
+            output: None,
+            log_level: match log_level {
                 LogLevelArg::Error => log::LevelFilter::Error,
                 LogLevelArg::Warning => log::LevelFilter::Warn,
                 LogLevelArg::Info => log::LevelFilter::Info,
                 LogLevelArg::Debug => log::LevelFilter::Debug,
             },
-        })
+            cgroup: None,
+        }
+    }
+
+    pub fn from_args(args: Args) -> anyhow::Result<Self> {
+        let cfg = match args.command {
+            None => {
+                let t = args.trace;
+                let mut cfg = Self::base(Action::Trace, args.log_level);
+                cfg.output(&t.output, format(t.format))?;
+                cfg.filters(&t.filter)?;
+                cfg.kernel_filters(&t.kernel_filter)?;
+                cfg.tracer(&t.tracer)?;
+                cfg.duration = match t.duration {
+                    None => None,
+                    Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => {
+                        Some(Duration::from_secs_f64(s))
+                    }
+                    Some(s) => bail!("--duration must be a positive number of seconds, got {s}"),
+                };
+                cfg.select(&t.select)?;
+                cfg
+            }
+            Some(Command::Replay(r)) => {
+                let mut cfg = Self::base(Action::Replay, args.log_level);
+                let f = match r.format {
+                    ReplayFormatArg::Text => Format::Text,
+                    ReplayFormatArg::Line => Format::Line,
+                    ReplayFormatArg::Json => Format::Json,
+                };
+                cfg.output(&r.output, f)?;
+                cfg.filters(&r.filter)?;
+                cfg.select(&r.select)?;
+                cfg.replay = Some(r.file);
+                cfg
+            }
+            Some(Command::Lab(l)) => {
+                let mut cfg = Self::base(Action::Lab(l.scenario), args.log_level);
+                cfg.output(&l.output, format(l.format))?;
+                cfg.tracer(&l.tracer)?;
+                cfg.select(&l.select)?;
+                cfg
+            }
+            Some(Command::Sysctl(s)) => {
+                let mut cfg = Self::base(Action::Sysctl, args.log_level);
+                cfg.format = match s.format {
+                    SysctlFormatArg::Text => Format::Text,
+                    SysctlFormatArg::Json => Format::Json,
+                };
+                if let Some(pid) = s.pid {
+                    if pid == 0 {
+                        bail!("--pid must be a process id, not 0");
+                    }
+                    cfg.pid = Some(pid);
+                }
+                if let Some(ns) = &s.netns {
+                    cfg.filter.netns = netns_inode(ns)?;
+                }
+                cfg
+            }
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// `OutputArgs`, with the command's format.
+    fn output(&mut self, o: &OutputArgs, format: Format) -> anyhow::Result<()> {
+        self.format = format;
+        self.mode = if o.events {
+            Mode::Events
+        } else {
+            Mode::Lifecycle
+        };
+        self.diagnose = match o.diagnose {
+            DiagnoseArg::Info => Some(Severity::Info),
+            DiagnoseArg::Warning => Some(Severity::Warning),
+            DiagnoseArg::Error => Some(Severity::Error),
+            DiagnoseArg::Off => None,
+        };
+        self.summary = match o.summary.as_deref() {
+            None => None,
+            Some("") => Some(0),
+            Some(text) => match duration_ns(text, "--summary")? {
+                ns if ns >= MIN_SUMMARY_NS => Some(ns),
+                _ => bail!("--summary: the interval must be at least 1s, got {text:?}"),
+            },
+        };
+        self.output = o.output.clone();
+        self.header = !o.no_header;
+        self.colour = match o.color {
+            ColorArg::Always => true,
+            ColorArg::Never => false,
+            ColorArg::Auto => {
+                o.output.is_none()
+                    && std::io::IsTerminal::is_terminal(&std::io::stdout())
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        };
+        if format == Format::Line && self.mode == Mode::Events {
+            bail!(
+                "--format line is the one-line connection record: events are one line each already (use --format text)"
+            );
+        }
+        if format == Format::Raw {
+            if self.mode != Mode::Events {
+                bail!(
+                    "--format raw records the live event stream: use it with --events (replay prints text or json)"
+                );
+            }
+            if self.summary.is_some() {
+                bail!("--summary prints tables or JSON lines: not into a --format raw recording");
+            }
+            if o.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                bail!(
+                    "--format raw writes binary data: redirect standard output to a file or pipe"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `FilterArgs`: userspace filters (and the namespace, which live tracing also applies
+    /// in the kernel).
+    fn filters(&mut self, f: &FilterArgs) -> anyhow::Result<()> {
+        if let Some(pid) = f.pid {
+            if pid == 0 {
+                bail!("--pid must be a process id, not 0");
+            }
+            self.pid = Some(pid);
+            // Lifecycle mode filters on the owner: most transitions run in softirq, where the
+            // current task is unrelated, so the kernel-side task filter would cut lifecycles.
+            match self.mode {
+                Mode::Events => self.filter.tgid = pid,
+                Mode::Lifecycle => self.conn_filter.owner_pid = Some(pid),
+            }
+        }
+        for name in &f.states {
+            let state = TcpState::from_name(&name.to_ascii_uppercase())
+                .with_context(|| format!("--state: unknown TCP state {name:?}"))?;
+            self.conn_filter.states.push(state);
+        }
+        if let Some(text) = &f.min_duration {
+            self.conn_filter.min_duration_ns = Some(duration_ns(text, "--min-duration")?);
+        }
+        if f.max_conns == 0 {
+            bail!("--max-conns must be at least 1");
+        }
+        self.table.max_conns = f.max_conns;
+        if let Some(ns) = &f.netns {
+            self.filter.netns = netns_inode(ns)?;
+            self.conn_filter.netns = vec![self.filter.netns];
+        }
+        Ok(())
+    }
+
+    /// `KernelFilterArgs`: family, ports, cgroup.
+    fn kernel_filters(&mut self, k: &KernelFilterArgs) -> anyhow::Result<()> {
+        if k.ipv4 {
+            self.filter.family = AF_INET;
+        } else if k.ipv6 {
+            self.filter.family = AF_INET6;
+        }
+        self.filter.n_lports = ports(&k.lports, &mut self.filter.lports, "--lport")?;
+        self.filter.n_rports = ports(&k.rports, &mut self.filter.rports, "--rport")?;
+        if let Some(spec) = &k.cgroup {
+            let f = crate::cgroups::CgroupFilter::parse(spec)?;
+            self.filter.cgroup = f.id;
+            self.filter.cgroup_level = f.level;
+            self.cgroup = Some(f);
+        }
+        Ok(())
+    }
+
+    /// `TracerArgs`: ring buffer, latency, tracepoints, BTF.
+    fn tracer(&mut self, t: &TracerArgs) -> anyhow::Result<()> {
+        self.ring_bytes = ring_size(&t.ring_buffer)?;
+        self.latency = match duration_ns(&t.latency, "--latency")? {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        };
+        self.tracepoints = match t.tracepoints {
+            TracepointsArg::Auto => TracepointMode::Auto,
+            TracepointsArg::Btf => TracepointMode::Btf,
+            TracepointsArg::Classic => TracepointMode::Classic,
+        };
+        self.btf_explicit = t.btf.is_some();
+        self.btf = match &t.btf {
+            Some(p) if p.as_os_str() == "none" => None,
+            Some(p) => Some(p.clone()),
+            None => Some(PathBuf::from(DEFAULT_BTF)),
+        };
+        Ok(())
+    }
+
+    /// `SelectArgs`: which records the output prints.
+    fn select(&mut self, s: &SelectArgs) -> anyhow::Result<()> {
+        self.select = Select::new(s.problems, &s.ends, s.diagnosed, self.diagnose)?;
+        if self.select.is_active() && self.mode == Mode::Events {
+            bail!(
+                "--problems, --end and --diagnosed select connection records, not events: record with --events and select when replaying (tcptrace replay FILE --problems)"
+            );
+        }
+        Ok(())
+    }
+
+    /// What only a combination of flags can get wrong.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.btf.is_none() && self.tracepoints == TracepointMode::Btf {
+            bail!("--tracepoints btf needs kernel BTF, but --btf none was given");
+        }
+        if self.btf.is_none() && self.cgroup.is_some() {
+            bail!("--cgroup needs kernel BTF to read a socket's cgroup, but --btf none was given");
+        }
+        if self.btf.is_none() && self.filter.netns != 0 && self.action == Action::Trace {
+            bail!(
+                "--netns needs kernel BTF to read a socket's namespace, but --btf none was given"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn format(f: FormatArg) -> Format {
+    match f {
+        FormatArg::Text => Format::Text,
+        FormatArg::Line => Format::Line,
+        FormatArg::Json => Format::Json,
+        FormatArg::Raw => Format::Raw,
     }
 }
 
@@ -229,7 +365,8 @@ fn duration_ns(text: &str, flag: &str) -> anyhow::Result<u64> {
         (t, 1e9)
     };
     match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v * unit < 1.8e19 => Ok((v * unit) as u64),
+        Ok(v) if v < 0.0 => bail!("{flag} must not be negative, got {text}"),
+        Ok(v) if v.is_finite() && v * unit < 1.8e19 => Ok((v * unit) as u64),
         _ => bail!("{flag}: {text:?} is not a duration like 500ms or 2s"),
     }
 }

@@ -46,11 +46,17 @@ impl Sink for Recorder<'_> {
     }
 }
 
-fn list() {
-    println!("Scenarios (tcptrace lab NAME):");
+/// The scenarios, one per line (`tcptrace lab` and `tcptrace lab --help` print it).
+pub fn scenario_list() -> String {
+    let mut text = String::from("Scenarios (tcptrace lab NAME):\n");
     for s in &SCENARIOS {
-        println!("  {:<20} [{}] {}", s.name, s.article, s.what);
+        text.push_str(&format!("  {:<20} [{}] {}\n", s.name, s.article, s.what));
     }
+    text
+}
+
+fn list() {
+    print!("{}", scenario_list());
 }
 
 pub fn run(cfg: &Config, name: Option<&str>) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@ mod escape;
 mod json;
 mod out;
 mod raw;
+mod summary;
 mod text;
 mod text_conn;
 mod writer;
@@ -31,11 +32,13 @@ pub use json::JsonSink;
 pub use out::{Backpressure, Out, OutStats};
 pub use raw::RawSink;
 pub use text::TextSink;
+pub use text_conn::count;
 pub use writer::Destination;
 
 use crate::{
     flags::{Config, Format},
     pipeline::Mode,
+    select::Select,
     stats::Stats,
 };
 
@@ -167,19 +170,39 @@ pub trait Sink {
     }
 }
 
-/// Several sinks fed from one pass, each getting what its [`Interest`] asks for.
+/// Several sinks fed from one pass, each getting what its [`Interest`] asks for, and the
+/// connection records its [`Select`] keeps.
 #[derive(Default)]
 pub struct Fanout<'a> {
-    sinks: Vec<(Interest, Box<dyn Sink + 'a>)>,
+    sinks: Vec<(Interest, Select, Box<dyn Sink + 'a>)>,
+    /// Records the first sink (the output) did not print because of its selection.
+    withheld: u64,
 }
 
 impl<'a> Fanout<'a> {
     pub fn push(&mut self, sink: Box<dyn Sink + 'a>) {
-        self.sinks.push((sink.interest(), sink));
+        self.push_selected(sink, Select::default());
+    }
+
+    /// Each of `sinks`, in order.
+    pub fn extend(&mut self, sinks: impl IntoIterator<Item = Box<dyn Sink + 'a>>) {
+        for s in sinks {
+            self.push(s);
+        }
+    }
+
+    /// A sink that gets only the connection records `select` keeps.
+    pub fn push_selected(&mut self, sink: Box<dyn Sink + 'a>, select: Select) {
+        self.sinks.push((sink.interest(), select, sink));
+    }
+
+    /// Connection records the output left out (`--problems`, `--end`, `--diagnosed`).
+    pub fn withheld(&self) -> u64 {
+        self.withheld
     }
 
     fn each(&mut self, mut f: impl FnMut(&mut dyn Sink) -> io::Result<()>) -> io::Result<()> {
-        for (_, s) in &mut self.sinks {
+        for (_, _, s) in &mut self.sinks {
             f(s.as_mut())?;
         }
         Ok(())
@@ -191,7 +214,7 @@ impl Sink for Fanout<'_> {
     fn interest(&self) -> Interest {
         self.sinks
             .iter()
-            .fold(Interest::default(), |a, (i, _)| a.or(*i))
+            .fold(Interest::default(), |a, (i, _, _)| a.or(*i))
     }
     fn start(&mut self, ctx: &Context, ts_ns: u64) -> io::Result<()> {
         self.each(|s| s.start(ctx, ts_ns))
@@ -202,7 +225,7 @@ impl Sink for Fanout<'_> {
     }
     #[inline]
     fn event(&mut self, ctx: &Context, ev: &Event, prev_ns: Option<u64>) -> io::Result<()> {
-        for (i, s) in &mut self.sinks {
+        for (i, _, s) in &mut self.sinks {
             if i.events {
                 s.event(ctx, ev, prev_ns)?;
             }
@@ -210,7 +233,7 @@ impl Sink for Fanout<'_> {
         Ok(())
     }
     fn fact(&mut self, ctx: &Context, fact: &Fact) -> io::Result<()> {
-        for (i, s) in &mut self.sinks {
+        for (i, _, s) in &mut self.sinks {
             if i.events {
                 s.fact(ctx, fact)?;
             }
@@ -219,9 +242,14 @@ impl Sink for Fanout<'_> {
     }
     #[inline]
     fn conn(&mut self, ctx: &Context, c: &Conn, diagnoses: &[Diagnosis]) -> io::Result<()> {
-        for (i, s) in &mut self.sinks {
-            if i.conns {
+        for (n, (i, sel, s)) in self.sinks.iter_mut().enumerate() {
+            if !i.conns {
+                continue;
+            }
+            if sel.keep(c, diagnoses) {
                 s.conn(ctx, c, diagnoses)?;
+            } else if n == 0 {
+                self.withheld += 1;
             }
         }
         Ok(())
@@ -233,6 +261,8 @@ impl Sink for Fanout<'_> {
         self.each(|s| s.lost(ctx, ts_ns, count, cause))
     }
     fn tick(&mut self, ctx: &Context, now_ns: u64, stats: &Stats) -> io::Result<()> {
+        // What a sink prints on the tick (a summary) comes after what the others printed.
+        self.each(|s| s.flush())?;
         self.each(|s| s.tick(ctx, now_ns, stats))
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -244,7 +274,7 @@ impl Sink for Fanout<'_> {
     fn finish(&mut self, ctx: &Context, now_ns: u64, stats: &Stats) -> io::Result<()> {
         // Every sink gets its last words even if an earlier one fails.
         let mut first_err = None;
-        for (_, s) in &mut self.sinks {
+        for (_, _, s) in &mut self.sinks {
             if let Err(e) = s.finish(ctx, now_ns, stats) {
                 first_err.get_or_insert(e);
             }
@@ -254,33 +284,49 @@ impl Sink for Fanout<'_> {
     fn out_stats(&self) -> OutStats {
         self.sinks
             .iter()
-            .fold(OutStats::default(), |a, (_, s)| a.add(s.out_stats()))
+            .fold(OutStats::default(), |a, (_, _, s)| a.add(s.out_stats()))
     }
 }
 
-/// The output sink a configuration asks for, writing to `dest`.
-fn output(cfg: &Config, dest: Destination, policy: Backpressure) -> io::Result<Box<dyn Sink>> {
-    let out = Out::open(dest, policy)?;
+/// The output sink a configuration asks for, writing to `out`.
+fn output(cfg: &Config, out: Out) -> Box<dyn Sink> {
     let mode = cfg.mode;
-    Ok(match cfg.format {
+    match cfg.format {
         Format::Json => Box::new(JsonSink::new(out, mode)),
         Format::Raw => Box::new(RawSink::new(out)),
-        Format::Text => {
+        Format::Text | Format::Line => {
             let width = if cfg.filter.family == tcptrace_common::AF_INET {
                 15
             } else {
                 39
             };
             let header = cfg.header && mode == Mode::Events;
-            Box::new(TextSink::new(out, mode, width, header))
+            Box::new(
+                TextSink::new(out, mode, width, header)
+                    .styled(cfg.colour, cfg.format == Format::Line),
+            )
         }
-    })
+    }
+}
+
+/// `--summary`: tables beside the output, into the same destination.
+fn summary(cfg: &Config, out: &Out) -> Option<Box<dyn Sink>> {
+    let every = cfg.summary?;
+    // How late a record may come: its close grace and the wait for its timewait socket, and
+    // a tick of the live loop.
+    let settle = cfg.table.close_grace_ns + cfg.table.time_wait_wait_ns + 1_000_000_000;
+    let json = cfg.format == Format::Json;
+    let sink = summary::SummarySink::new(out.share(), json, cfg.colour, every, settle);
+    Some(Box::new(sink))
 }
 
 /// Every sink `cfg` asks for, behind one fan-out: the output format first. Live tracing
 /// drops output rather than stall when the reader does not keep up; `replay` waits.
 pub fn build(cfg: &Config, policy: Backpressure) -> io::Result<Fanout<'static>> {
     let mut sinks = Fanout::default();
-    sinks.push(output(cfg, Destination::from_config(cfg), policy)?);
+    let out = Out::open(Destination::from_config(cfg), policy)?;
+    let summary = summary(cfg, &out);
+    sinks.push_selected(output(cfg, out), cfg.select.clone());
+    sinks.extend(summary);
     Ok(sinks)
 }

@@ -3,7 +3,9 @@
 //! destination, so a reader that stalls (a full pipe, a slow disk) never blocks the event
 //! loop or its signals: live tracing drops whole chunks then and counts their lines, `replay`
 //! waits. Block-buffered to files and pipes (flushed at the end of each batch), line-buffered
-//! on a terminal.
+//! on a terminal. Several sinks may write into one destination: each has its own [`Out`]
+//! ([`Out::share`]) on the same queue, whose chunks are whole lines, so lines never mix; the
+//! destination closes when the last of them does.
 use std::{
     collections::VecDeque,
     io,
@@ -83,6 +85,8 @@ pub(super) struct State {
     pub stats: OutStats,
     /// Emptied buffers to reuse.
     pub spare: Vec<Vec<u8>>,
+    /// [`Out`]s writing into this queue and not closed yet.
+    pub producers: usize,
 }
 
 impl State {
@@ -102,6 +106,8 @@ pub(super) struct Queue {
     pub ready: Condvar,
     /// Signalled when the writer took an item or finished one.
     pub progress: Condvar,
+    /// The writer thread, joined by the last producer to close.
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Queue {
@@ -120,7 +126,8 @@ pub struct Out {
     /// The next chunk must not be dropped (a stream header, a recording's context).
     essential: bool,
     queue: Arc<Queue>,
-    thread: Option<JoinHandle<()>>,
+    /// Not closed yet.
+    open: bool,
 }
 
 impl Out {
@@ -128,7 +135,9 @@ impl Out {
     pub fn open(dest: Destination, policy: Backpressure) -> io::Result<Self> {
         let terminal = dest.is_terminal();
         let queue = Arc::new(Queue::default());
+        queue.lock().producers = 1;
         let thread = writer::spawn(dest, queue.clone())?;
+        *queue.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
         Ok(Self {
             buf: Vec::with_capacity(FLUSH_AT * 2),
             lines: 0,
@@ -136,13 +145,23 @@ impl Out {
             policy,
             essential: false,
             queue,
-            thread: Some(thread),
+            open: true,
         })
     }
 
-    /// Whether output goes to a terminal (line-buffered, colour allowed).
-    pub fn is_terminal(&self) -> bool {
-        self.terminal
+    /// Another writer into the same destination, for another sink: its lines go between
+    /// this one's whole lines. Rotation stays with the first.
+    pub fn share(&self) -> Self {
+        self.queue.lock().producers += 1;
+        Self {
+            buf: Vec::with_capacity(FLUSH_AT),
+            lines: 0,
+            terminal: self.terminal,
+            policy: self.policy,
+            essential: false,
+            queue: self.queue.clone(),
+            open: true,
+        }
     }
 
     /// The chunk being assembled must reach the destination even under pressure.
@@ -212,11 +231,26 @@ impl Out {
         Ok(())
     }
 
-    /// Everything out, waiting a little for a slow reader; what cannot be written by then is
-    /// counted as dropped. Idempotent.
+    /// Everything out; the last writer to close waits a little for a slow reader, and what
+    /// cannot be written by then is counted as dropped. Idempotent.
     pub fn close(&mut self) -> io::Result<()> {
         let flushed = self.flush();
-        let Some(thread) = self.thread.take() else {
+        if !std::mem::take(&mut self.open) {
+            return flushed;
+        }
+        let mut st = self.queue.lock();
+        st.producers = st.producers.saturating_sub(1);
+        if st.producers > 0 {
+            return flushed;
+        }
+        drop(st);
+        let thread = self
+            .queue
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(thread) = thread else {
             return flushed;
         };
         let deadline = Instant::now() + CLOSE_WAIT;
@@ -263,5 +297,43 @@ impl Out {
 impl Drop for Out {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(out: &mut Out, text: &str) {
+        out.buf.extend_from_slice(text.as_bytes());
+        out.buf.push(b'\n');
+        out.end_line().unwrap();
+    }
+
+    /// Two writers into one file: whole lines in the order they were flushed, and the file
+    /// is complete only when the last of them closed, whichever it is.
+    #[test]
+    fn shared_writers_close_with_the_last() {
+        let path = std::env::temp_dir().join(format!("tcptrace-out-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let dest = Destination::File {
+            path: path.clone(),
+            file: None,
+        };
+        let mut first = Out::open(dest, Backpressure::Block).unwrap();
+        let mut second = first.share();
+        line(&mut first, "record 1");
+        line(&mut second, "summary 1");
+        first.flush().unwrap();
+        second.flush().unwrap();
+        line(&mut first, "record 2");
+        first.close().unwrap();
+        // The destination stays open for the other writer.
+        line(&mut second, "summary of the run");
+        second.close().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(text, "record 1\nsummary 1\nrecord 2\nsummary of the run\n");
+        assert_eq!(first.stats(), OutStats::default());
     }
 }

@@ -18,19 +18,28 @@ pub struct TextSink {
     addr_width: usize,
     header_pending: bool,
     colour: bool,
+    /// Records without their state timeline, diagnoses by rule name on the same line.
+    compact: bool,
 }
 
 impl TextSink {
     /// `addr_width` is 15 when only IPv4 can appear, 39 otherwise.
     pub fn new(out: Out, mode: Mode, addr_width: usize, header: bool) -> Self {
-        let colour = out.is_terminal();
         Self {
             out,
             mode,
             addr_width,
             header_pending: header,
-            colour,
+            colour: false,
+            compact: false,
         }
+    }
+
+    /// Coloured (`--color`) and/or compact (`--format line`).
+    pub fn styled(mut self, colour: bool, compact: bool) -> Self {
+        self.colour = colour;
+        self.compact = compact;
+        self
     }
 
     fn header(&mut self) -> io::Result<()> {
@@ -158,10 +167,16 @@ impl Sink for TextSink {
     fn conn(&mut self, ctx: &Context, c: &Conn, diagnoses: &[Diagnosis]) -> io::Result<()> {
         let mut time = Vec::with_capacity(16);
         time_of_day(&mut time, ctx, c.end_ns.unwrap_or(c.last_ns));
-        super::text_conn::render(&mut self.out.buf, ctx, c, self.colour, &time);
-        self.out.buf.push(b'\n');
-        for d in diagnoses {
-            super::text_conn::diagnosis_line(&mut self.out.buf, d, self.colour, "    ");
+        let buf = &mut self.out.buf;
+        super::text_conn::render(buf, ctx, c, self.colour, !self.compact, &time);
+        if self.compact {
+            super::text_conn::rule_names(buf, diagnoses, self.colour);
+            buf.push(b'\n');
+        } else {
+            buf.push(b'\n');
+            for d in diagnoses {
+                super::text_conn::diagnosis_line(buf, d, self.colour, "    ");
+            }
         }
         self.out.end_line()
     }

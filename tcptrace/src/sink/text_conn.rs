@@ -10,21 +10,25 @@ use tcptrace_core::{
 use super::escape::{escaped, push_escaped};
 use tcptrace_core::context::Context;
 
-/// A duration for people: `0.05ms`, `12.3ms`, `3.2s`, `2m03s`, `1h02m`.
+/// A duration for people, one way at every size: `0.05ms`, `12.3ms`, `3.2s`, `60.0s`,
+/// `7875.0s` (seconds never turn into minutes, so timers compare at a glance).
 pub fn human_ns(ns: u64) -> String {
     let ms = ns as f64 / 1e6;
     if ms < 1.0 {
         format!("{ms:.2}ms")
-    } else if ms < 1000.0 {
+    } else if ms < 999.95 {
         format!("{ms:.1}ms")
-    } else if ms < 60_000.0 {
-        format!("{:.1}s", ms / 1000.0)
-    } else if ms < 3_600_000.0 {
-        let s = (ms / 1000.0) as u64;
-        format!("{}m{:02}s", s / 60, s % 60)
     } else {
-        let m = (ms / 60_000.0) as u64;
-        format!("{}h{:02}m", m / 60, m % 60)
+        format!("{:.1}s", ms / 1000.0)
+    }
+}
+
+/// `1 connection`, `2 connections`: a count and its noun, singular for exactly one.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -53,8 +57,16 @@ fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
     }
 }
 
-/// Renders the line (without the trailing newline). `time` is the time-of-day prefix.
-pub fn render(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, colour: bool, time: &[u8]) {
+/// Renders the line (without the trailing newline). `time` is the time-of-day prefix;
+/// `timeline` adds every state with its time.
+pub fn render(
+    buf: &mut Vec<u8>,
+    ctx: &Context,
+    c: &Conn,
+    colour: bool,
+    timeline: bool,
+    time: &[u8],
+) {
     buf.extend_from_slice(time);
     let who = match c.owner {
         Some(o) => format!("{}({})", escaped(o.comm.bytes()), o.pid),
@@ -82,7 +94,15 @@ pub fn render(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, colour: bool, time: &[
     if let Some(d) = c.duration_ns() {
         let _ = write!(buf, " after {}", human_ns(d));
     }
-    buf.extend_from_slice(b": ");
+    if timeline {
+        buf.extend_from_slice(b": ");
+        timeline_of(buf, c);
+    }
+    facts(buf, ctx, c);
+}
+
+/// `SYN_SENT 0.10ms → ESTABLISHED 0.07ms → … → TIME_WAIT 60.0s`.
+fn timeline_of(buf: &mut Vec<u8>, c: &Conn) {
     for (i, (state, ns)) in c.spans().enumerate() {
         if i > 0 {
             buf.extend_from_slice(" → ".as_bytes());
@@ -103,6 +123,10 @@ pub fn render(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, colour: bool, time: &[
             None => write!(buf, " → {what}"),
         };
     }
+}
+
+/// ` | 4.3 KB out, 777 B in; rtt 0.05ms; 2 retransmits (…); …`.
+fn facts(buf: &mut Vec<u8>, ctx: &Context, c: &Conn) {
     let mut facts: Vec<String> = Vec::new();
     if let (Some(tx), Some(rx)) = (c.bytes_sent(), c.bytes_received()) {
         facts.push(format!("{} out, {} in", human_bytes(tx), human_bytes(rx)));
@@ -113,7 +137,11 @@ pub fn render(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, colour: bool, time: &[
     let rt = &c.cold().retransmits;
     if rt.total > 0 {
         let parts: Vec<String> = rt.states().map(|(s, n)| format!("{n} in {s}")).collect();
-        facts.push(format!("{} retransmits ({})", rt.total, parts.join(", ")));
+        facts.push(format!(
+            "{} ({})",
+            count(rt.total.into(), "retransmit"),
+            parts.join(", ")
+        ));
     }
     if c.cold().resets_sent + c.cold().resets_received > 0 {
         let reason = c
@@ -161,13 +189,34 @@ pub fn cgroup_short(ctx: &Context, id: Option<u64>) -> Option<String> {
     }
 }
 
-/// One explanation under a connection line: `  ! [connect_timeout] connect() to … (agrees)`.
-pub fn diagnosis_line(buf: &mut Vec<u8>, d: &Diagnosis, colour: bool, indent: &str) {
-    let (mark, paint) = match d.severity {
+/// ` ! [connect_timeout, refused]`: the rules that explained a record, on its own line
+/// (`--format line`), coloured by the most severe.
+pub fn rule_names(buf: &mut Vec<u8>, diagnoses: &[Diagnosis], colour: bool) {
+    let Some(worst) = diagnoses.iter().map(|d| d.severity).max() else {
+        return;
+    };
+    let (mark, paint) = severity_style(worst);
+    let rules: Vec<&str> = diagnoses.iter().map(|d| d.rule).collect();
+    if colour {
+        buf.extend_from_slice(paint.as_bytes());
+    }
+    let _ = write!(buf, " {mark} [{}]", rules.join(", "));
+    if colour {
+        buf.extend_from_slice(b"\x1b[0m");
+    }
+}
+
+fn severity_style(s: Severity) -> (&'static str, &'static str) {
+    match s {
         Severity::Error => ("!", "\x1b[31m"),
         Severity::Warning => ("!", "\x1b[33m"),
         Severity::Info => ("·", "\x1b[2m"),
-    };
+    }
+}
+
+/// One explanation under a connection line: `  ! [connect_timeout] connect() to … (agrees)`.
+pub fn diagnosis_line(buf: &mut Vec<u8>, d: &Diagnosis, colour: bool, indent: &str) {
+    let (mark, paint) = severity_style(d.severity);
     buf.extend_from_slice(indent.as_bytes());
     if colour {
         buf.extend_from_slice(paint.as_bytes());
@@ -210,8 +259,15 @@ mod tests {
         assert_eq!(human_ns(50_000), "0.05ms");
         assert_eq!(human_ns(12_340_000), "12.3ms");
         assert_eq!(human_ns(3_200_000_000), "3.2s");
-        assert_eq!(human_ns(123_000_000_000), "2m03s");
-        assert_eq!(human_ns(3_720_000_000_000), "1h02m");
+        assert_eq!(human_ns(999_990_000), "1.0s");
+        // TIME_WAIT's 60000 ms timer and a 59999 ms one print alike.
+        assert_eq!(human_ns(60_000_000_000), "60.0s");
+        assert_eq!(human_ns(59_999_000_000), "60.0s");
+        assert_eq!(human_ns(123_000_000_000), "123.0s");
+        assert_eq!(human_ns(7_875_000_000_000), "7875.0s");
+        assert_eq!(count(1, "retransmit"), "1 retransmit");
+        assert_eq!(count(0, "connection"), "0 connections");
+        assert_eq!(count(2, "connection"), "2 connections");
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1_200_000), "1.2 MB");
     }

@@ -119,8 +119,8 @@ impl Failures {
         let due = self.last_report.is_none_or(|t| t.elapsed() >= REPORT_EVERY);
         if !self.failing || due {
             log::warn!(
-                "output: {e}; {} lines not written (tracing continues)",
-                self.unreported
+                "output: {e}; {} not written (tracing continues)",
+                super::count(self.unreported, "line")
             );
             self.unreported = 0;
             self.last_report = Some(Instant::now());
@@ -131,8 +131,8 @@ impl Failures {
     fn succeeded(&mut self) {
         if self.failing {
             log::info!(
-                "output: writing again ({} more lines were not written)",
-                self.unreported
+                "output: writing again ({} more not written)",
+                super::count(self.unreported, "line")
             );
             *self = Self::default();
         }
