@@ -176,6 +176,11 @@ impl<'s, 'f> Pipeline<'s, 'f> {
     }
 
     pub fn feed(&mut self, ev: &Event) -> io::Result<()> {
+        if ev.kind.is_empty_error_report() {
+            // Kept in raw recordings (the kernel wrote it), shown and judged nowhere.
+            self.stats.empty_error_reports += 1;
+            return Ok(());
+        }
         self.stats.count(ev);
         if self.interest.events {
             let prev = self.clock.observe(ev);

@@ -231,8 +231,33 @@ pub struct Cold {
     pub close_task: Option<Owner>,
     /// Socket numbers at the end (or the latest known).
     pub sock: Option<SockSnapshot>,
-    /// Timewait socket the kernel handed the connection to: its state and timer.
+    /// Timewait socket the kernel handed the connection to: its state and timer (at the look
+    /// that settled it: the first, or for a FIN_WAIT2 hand-off the one that saw it change).
     pub time_wait: Option<(TcpState, Option<u32>)>,
+    /// A hand-off in FIN_WAIT2: what the later looks at the timewait socket saw.
+    pub fin_wait2: Option<FinWait2Watch>,
+}
+
+/// A connection handed to a timewait socket in FIN_WAIT2 (our FIN acknowledged, the peer's
+/// not yet received) is watched with further sock_diag looks until the socket becomes
+/// TIME_WAIT (the peer's FIN came: an orderly close) or disappears (its timer expired, or a
+/// reset ended it). Every look is a recorded `timewait` fact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FinWait2Watch {
+    /// The first look: when, and the timer it reported.
+    pub first_ns: u64,
+    pub timer_ms: Option<u32>,
+    /// The latest look that still found it in FIN_WAIT2.
+    pub last_seen_ns: u64,
+    /// The look that found it gone.
+    pub gone_ns: Option<u64>,
+}
+
+impl FinWait2Watch {
+    /// When its timer runs out, as the first look reported it.
+    pub fn expires_ns(&self) -> Option<u64> {
+        Some(self.first_ns + u64::from(self.timer_ms?) * 1_000_000)
+    }
 }
 
 /// What [`Conn::cold`] shows for a connection that has none.
@@ -253,6 +278,7 @@ static NO_COLD: Cold = Cold {
     close_task: None,
     sock: None,
     time_wait: None,
+    fin_wait2: None,
 };
 
 /// A connection being tracked, and (once finished) its record.
@@ -402,14 +428,17 @@ impl Conn {
             || (self.visited(TcpState::CLOSING) && self.cold().time_wait.is_some())
     }
 
-    /// Whether the peer's FIN arrived (one sequence number in `bytes_received`).
+    /// Whether the full socket received the peer's FIN (one sequence number in
+    /// `bytes_received`). A FIN that reached the timewait socket after a FIN_WAIT2 hand-off
+    /// came too late to be counted.
     fn fin_received(&self) -> bool {
         self.visited(TcpState::CLOSE_WAIT)
             || self.visited(TcpState::CLOSING)
-            || self
-                .cold()
-                .time_wait
-                .is_some_and(|(s, _)| s == TcpState::TIME_WAIT)
+            || (self.cold().fin_wait2.is_none()
+                && self
+                    .cold()
+                    .time_wait
+                    .is_some_and(|(s, _)| s == TcpState::TIME_WAIT))
     }
 
     /// Payload bytes the peer acknowledged: `tcp_sock.bytes_acked` less the sequence numbers
@@ -426,8 +455,9 @@ impl Conn {
         Some(raw.saturating_sub(u64::from(self.fin_received())))
     }
 
+    /// Smoothed RTT; None when the kernel has no sample (`srtt_us` 0: never acknowledged).
     pub fn srtt_us(&self) -> Option<u64> {
-        self.cold().sock?.get(Field::SrttUs)
+        self.cold().sock?.get(Field::SrttUs).filter(|us| *us != 0)
     }
 }
 

@@ -135,12 +135,16 @@ impl Sink for TextSink {
         let buf = &mut self.out.buf;
         time_of_day(buf, ctx, ev.ts_ns);
         let netns = ev.netns.map_or_else(|| "-".to_string(), |n| n.to_string());
+        let (pid, comm) = match ev.task() {
+            Some((pid, _, comm)) => (pid.to_string(), escaped(comm.bytes())),
+            None => ("-".to_string(), "-".to_string()),
+        };
         let _ = write!(
             buf,
             " {:<18} {:<7} {:<15} {:<10} {:<w$} {:<5} {:<w$} {:<5} ",
             format!("{:#x}", ev.sk),
-            ev.pid,
-            escaped(ev.comm.bytes()),
+            pid,
+            comm,
             netns,
             ev.laddr.to_string(),
             ev.lport,
