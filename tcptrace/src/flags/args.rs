@@ -138,10 +138,16 @@ pub struct Args {
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
 
-    /// Only sockets in this network namespace: an inode number, or a path such as
-    /// /run/netns/NAME or /proc/PID/ns/net.
-    #[arg(short = 'N', long = "netns", value_name = "INODE|PATH", global = true)]
-    pub netns: Option<String>,
+    /// Only sockets in these network namespaces (repeatable or comma-separated): an inode
+    /// number, a name under /run/netns, or a path such as /run/netns/NAME or /proc/PID/ns/net.
+    #[arg(
+        short = 'N',
+        long = "netns",
+        value_name = "NETNS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub netns: Vec<String>,
 
     /// Only sockets made in this cgroup v2 or below it (a service's, a container's): a
     /// directory under the cgroup2 mount, in full or below it (/system.slice/nginx.service).

@@ -67,7 +67,10 @@ pub fn run(cfg: &Config, name: Option<&str>) -> anyhow::Result<()> {
     }
     let (srv, cli) = (lab.inode(Side::Server)?, lab.inode(Side::Client)?);
     let mut cfg = cfg.clone();
+    // Only the lab's namespaces, filtered in the kernel: a busy host's other traffic costs
+    // the lab nothing and cannot fill its ring buffer.
     cfg.conn_filter.netns = vec![srv, cli];
+    cfg.filter.netns = 2;
     if cfg.diagnose.is_none_or(|d| d > Severity::Info) {
         cfg.diagnose = Some(Severity::Info);
     }
