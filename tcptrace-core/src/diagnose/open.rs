@@ -337,6 +337,9 @@ pub fn data_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     let sent = c.cold().retransmits.total;
     // The loss began one RTO before the first retransmit.
     let elapsed = ms(end.saturating_sub(first)) + rto0;
+    if let Some(ut) = ut {
+        return user_timeout_expired(c, inp, ut, &plan, end, out);
+    }
     let mut d = Diagnosis::new("data_timeout", Severity::Error, sys);
     d.sysctl = sys.pick(&[sc::RETRIES2, sc::RETRIES1, sc::RTO_MIN_US, sc::RTO_MAX_MS]);
     add_user_timeout(&mut d, ut);
@@ -349,19 +352,13 @@ pub fn data_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     let agrees = super::matches_schedule(sent, elapsed, &plan, rto0);
     d.agrees = Some(agrees);
     let route = budget::model_timeout_ms(retries1, budget::RTO_MIN_MS, sys.rto_max_ms());
-    let governing = match ut {
-        Some(ut) => format!(
-            "TCP_USER_TIMEOUT={ut} ms set on the socket replaces the {}={retries2} budget",
-            sc::RETRIES2
-        ),
-        None => format!(
-            "{}={retries2} gives a budget of {} counted from the first retransmission (RTO doubling from {} ms up to {})",
-            sc::RETRIES2,
-            secs(plan.budget_ms),
-            rto0,
-            secs(sys.rto_max_ms())
-        ),
-    };
+    let governing = format!(
+        "{}={retries2} gives a budget of {} counted from the first retransmission (RTO doubling from {} ms up to {})",
+        sc::RETRIES2,
+        secs(plan.budget_ms),
+        rto0,
+        secs(sys.rto_max_ms())
+    );
     d.message = format!(
         "The peer {} stopped acknowledging: {sent} retransmits over {}, then the kernel gave up (ETIMEDOUT). {governing}; \
          the kernel expects {} retransmits and {}{}. After {} ({}={retries1}) it already suspected the route.",
@@ -376,6 +373,63 @@ pub fn data_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
         },
         secs(route),
         sc::RETRIES1,
+    );
+    out.push(d);
+}
+
+/// A data timeout under `TCP_USER_TIMEOUT`: the kernel gives up exactly the user timeout after
+/// its first RTO retransmission (`retrans_stamp`; a tail loss probe before it does not count,
+/// measured on 6.18), its last timer cut short to end there.
+fn user_timeout_expired(
+    c: &Conn,
+    inp: &Inputs,
+    ut: u64,
+    plan: &budget::Schedule,
+    end: u64,
+    out: &mut Vec<Diagnosis>,
+) {
+    let sys = inp.sys;
+    let r = &c.cold().retransmits;
+    let n = plan.retransmits();
+    // One more than the schedule: the first was a tail loss probe.
+    let tlp = r.total == n + 1;
+    let Some(stamp) = (if tlp { r.second_ns } else { r.first_ns }) else {
+        return;
+    };
+    let measured = ms(end.saturating_sub(stamp));
+    // Only the last, shortened timer can make the end late.
+    let last_timer = plan.give_up_ms - plan.retransmit_at_ms.last().copied().unwrap_or(0);
+    let late = budget::timer_late_max_ms(last_timer, sys.hz);
+    let agrees = (r.total == n || tlp) && within_timer_slack(measured, ut, late);
+    let mut d = Diagnosis::new("data_timeout", Severity::Error, sys);
+    d.sysctl = sys.pick(&[sc::RETRIES2, sc::RTO_MIN_US, sc::RTO_MAX_MS]);
+    add_user_timeout(&mut d, Some(ut));
+    d.observed.push(("retransmits", r.total.into()));
+    d.observed.push(("gave_up_after_first_rto_ms", measured.into()));
+    d.expected.push(("retransmits", n.into()));
+    d.expected.push(("retransmit_at_ms", plan.retransmit_at_ms.clone().into()));
+    d.expected.push(("gave_up_after_first_rto_ms", ut.into()));
+    d.expected.push(("last_timer_ms", last_timer.into()));
+    d.expected.push(("timer_late_max_ms", late.into()));
+    d.agrees = Some(agrees);
+    d.message = format!(
+        "The peer {} stopped acknowledging: {} retransmits{}, then the kernel gave up (ETIMEDOUT) {} after the first RTO retransmission. \
+         TCP_USER_TIMEOUT={ut} ms set on the socket replaces {}={}: the kernel gives up {} after the first RTO retransmission, \
+         its RTO doubling ({} retransmits) and the last timer cut to {} so that it ends exactly then{}.",
+        peer(c),
+        r.total,
+        if tlp { " (the first a tail loss probe)" } else { "" },
+        secs(measured),
+        sc::RETRIES2,
+        sys.raw(sc::RETRIES2).unwrap_or("?"),
+        secs(ut),
+        n,
+        secs(last_timer),
+        if agrees {
+            format!(" — it agrees (the last timer may fire up to {} late)", secs(late))
+        } else {
+            " — this differs (events missed, or the option changed)".to_string()
+        },
     );
     out.push(d);
 }

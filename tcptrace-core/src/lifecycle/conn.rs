@@ -132,14 +132,19 @@ pub struct Retransmits {
     pub failed: u32,
     pub by_state: [u16; STATE_SLOTS],
     pub by_kind: [u16; SEGMENT_KINDS],
-    /// When the first and the latest retransmission happened.
+    /// When the first, the second and the latest retransmission happened (the second is the
+    /// first RTO retransmission when a tail loss probe came first).
     pub first_ns: Option<u64>,
+    pub second_ns: Option<u64>,
     pub last_ns: Option<u64>,
 }
 
 impl Retransmits {
     pub fn add(&mut self, state: TcpState, kind: SegmentKind, ts_ns: u64) {
         self.total += 1;
+        if self.first_ns.is_some() && self.second_ns.is_none() {
+            self.second_ns = Some(ts_ns);
+        }
         self.first_ns.get_or_insert(ts_ns);
         self.last_ns = Some(ts_ns);
         if let Some(c) = self.by_state.get_mut(state.0 as usize) {
@@ -175,6 +180,12 @@ impl Retransmits {
         for (a, b) in self.by_kind.iter_mut().zip(other.by_kind) {
             *a = a.saturating_add(b);
         }
+        let mut all: Vec<u64> = [self.first_ns, self.second_ns, other.first_ns, other.second_ns]
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort_unstable();
+        self.second_ns = all.get(1).copied();
         self.first_ns = match (self.first_ns, other.first_ns) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -268,6 +279,7 @@ static NO_COLD: Cold = Cold {
         by_state: [0; STATE_SLOTS],
         by_kind: [0; SEGMENT_KINDS],
         first_ns: None,
+        second_ns: None,
         last_ns: None,
     },
     resets_sent: 0,
