@@ -405,9 +405,11 @@ fn user_timeout_expired(
     d.sysctl = sys.pick(&[sc::RETRIES2, sc::RTO_MIN_US, sc::RTO_MAX_MS]);
     add_user_timeout(&mut d, Some(ut));
     d.observed.push(("retransmits", r.total.into()));
-    d.observed.push(("gave_up_after_first_rto_ms", measured.into()));
+    d.observed
+        .push(("gave_up_after_first_rto_ms", measured.into()));
     d.expected.push(("retransmits", n.into()));
-    d.expected.push(("retransmit_at_ms", plan.retransmit_at_ms.clone().into()));
+    d.expected
+        .push(("retransmit_at_ms", plan.retransmit_at_ms.clone().into()));
     d.expected.push(("gave_up_after_first_rto_ms", ut.into()));
     d.expected.push(("last_timer_ms", last_timer.into()));
     d.expected.push(("timer_late_max_ms", late.into()));
@@ -418,7 +420,11 @@ fn user_timeout_expired(
          its RTO doubling ({} retransmits) and the last timer cut to {} so that it ends exactly then{}.",
         peer(c),
         r.total,
-        if tlp { " (the first a tail loss probe)" } else { "" },
+        if tlp {
+            " (the first a tail loss probe)"
+        } else {
+            ""
+        },
         secs(measured),
         sc::RETRIES2,
         sys.raw(sc::RETRIES2).unwrap_or("?"),
@@ -426,7 +432,10 @@ fn user_timeout_expired(
         n,
         secs(last_timer),
         if agrees {
-            format!(" — it agrees (the last timer may fire up to {} late)", secs(late))
+            format!(
+                " — it agrees (the last timer may fire up to {} late)",
+                secs(late)
+            )
         } else {
             " — this differs (events missed, or the option changed)".to_string()
         },

@@ -180,10 +180,15 @@ impl Retransmits {
         for (a, b) in self.by_kind.iter_mut().zip(other.by_kind) {
             *a = a.saturating_add(b);
         }
-        let mut all: Vec<u64> = [self.first_ns, self.second_ns, other.first_ns, other.second_ns]
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut all: Vec<u64> = [
+            self.first_ns,
+            self.second_ns,
+            other.first_ns,
+            other.second_ns,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         all.sort_unstable();
         self.second_ns = all.get(1).copied();
         self.first_ns = match (self.first_ns, other.first_ns) {

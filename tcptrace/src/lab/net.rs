@@ -8,11 +8,12 @@ use std::{
     path::PathBuf,
     process::Command,
     thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::diag::spawn_in_netns;
+use crate::diag::{DiagSock, NetnsDiag, spawn_in_netns};
 
 /// Which host of the experiment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +147,63 @@ impl Lab {
         f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> JoinHandle<anyhow::Result<T>> {
         spawn_in_netns(&self.path(side), f)
+    }
+}
+
+/// Full sockets of every state but TIME_WAIT, CLOSE and NEW_SYN_RECV (timewait and request
+/// sockets go with their namespace; full ones keep it alive, and orphans among them would go
+/// on retransmitting in a namespace nobody can see).
+const FULL_STATES: u32 = !((1 << 6) | (1 << 7) | (1 << 12)) & 0x1ffe;
+
+impl Lab {
+    /// The full sockets still in the lab's namespaces.
+    pub fn leftovers(&self) -> anyhow::Result<Vec<(Side, DiagSock)>> {
+        let mut out = Vec::new();
+        for side in [Side::Server, Side::Client] {
+            let mut diag = NetnsDiag::open(&self.path(side))?;
+            for s in diag.dump(FULL_STATES, false)? {
+                out.push((side, s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits up to `wait` for the scenario's sockets to finish on their own (their ends are
+    /// part of what the lab shows).
+    pub fn wait_for_sockets(&self, wait: Duration) -> anyhow::Result<usize> {
+        let end = Instant::now() + wait;
+        loop {
+            let left = self.leftovers()?.len();
+            if left == 0 || Instant::now() >= end {
+                return Ok(left);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Closes every full socket left in the lab's namespaces (`SOCK_DESTROY`), so deleting
+    /// the namespaces leaves nothing behind: an orphan retransmitting its FIN would otherwise
+    /// keep a deleted namespace alive and show up in later traces. Returns how many it closed;
+    /// an error if any survives.
+    pub fn kill_sockets(&self) -> anyhow::Result<usize> {
+        let mut killed = 0;
+        for (side, s) in self.leftovers()? {
+            let mut diag = NetnsDiag::open(&self.path(side))?;
+            if diag.destroy(&s).with_context(|| {
+                format!("closing a leftover socket in the {} namespace", side.name())
+            })? {
+                killed += 1;
+            }
+        }
+        let left = self.leftovers()?;
+        if !left.is_empty() {
+            bail!(
+                "{} sockets survived in the lab namespaces: {:?}",
+                left.len(),
+                left.iter().map(|(_, s)| s.tuple).collect::<Vec<_>>()
+            );
+        }
+        Ok(killed)
     }
 }
 
