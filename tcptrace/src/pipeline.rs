@@ -209,6 +209,14 @@ impl<'s, 'f> Pipeline<'s, 'f> {
         Ok(())
     }
 
+    /// Namespace `netns` is named `name` under /run/netns (found at `ts_ns`): recorded once.
+    pub fn learn_netns_name(&mut self, ts_ns: u64, netns: u32, name: &str) -> io::Result<()> {
+        if self.ctx.learn_netns_name(netns, name) {
+            self.fact(&Fact::NetnsName { ts_ns, netns })?;
+        }
+        Ok(())
+    }
+
     /// A namespace's sysctls were read at `ts_ns`.
     pub fn set_sysctls(&mut self, ts_ns: u64, netns: u32, sysctls: Sysctls) -> io::Result<()> {
         self.fact(&Fact::Sysctls {

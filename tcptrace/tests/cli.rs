@@ -18,6 +18,11 @@ fn bad_values_are_one_line_errors() {
         &["--events", "--duration=-1"],
         &["--events", "-p", "0"],
         &["--events", "--netns", "/nonexistent"],
+        // No namespace has inode 1; a file that is not a network namespace; a missing name.
+        &["--events", "--netns", "1"],
+        &["--events", "-N", "/etc/hostname"],
+        &["--events", "-N", "/proc/self/ns/net,/proc/self/ns/uts"],
+        &["--events", "-N", "no-such-tcptrace-netns"],
         &["--events", "--btf", "none", "--tracepoints", "btf"],
         &["--events", "--latency", "soon"],
         &["--format", "raw"],

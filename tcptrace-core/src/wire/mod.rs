@@ -20,7 +20,7 @@ use crate::{clock::parse_rfc3339, event::Event};
 pub use cgroup::CgroupLine;
 pub use conn::ConnLine;
 pub use diagnosis::{DiagnosisLine, FindingLine};
-pub use namespace::{InterfacesLine, SampleLine, SysctlLine, SysctlReport};
+pub use namespace::{InterfacesLine, NetnsLine, SampleLine, SysctlLine, SysctlReport};
 pub use stream::{Content, LogLine, LostCause, LostLine, SCHEMA_VERSION, StreamHeader};
 
 /// Longest JSON line a reader accepts: the largest lines (namespace samples, records with
@@ -50,6 +50,7 @@ pub enum Cold {
     Log(LogLine),
     SysctlReport(SysctlReport),
     Cgroup(CgroupLine),
+    Netns(NetnsLine),
 }
 
 /// Writes a cold line (without the trailing newline).
@@ -59,7 +60,7 @@ pub fn write_cold(buf: &mut Vec<u8>, line: &Cold) {
 }
 
 /// The `"type"` of every cold line.
-const COLD_TYPES: [&str; 8] = [
+const COLD_TYPES: [&str; 9] = [
     "stream",
     "lost",
     "sysctl",
@@ -68,6 +69,7 @@ const COLD_TYPES: [&str; 8] = [
     "log",
     "sysctl_report",
     "cgroup",
+    "netns",
 ];
 
 #[derive(Deserialize)]

@@ -37,6 +37,21 @@ pub fn netns_paths() -> HashMap<u32, PathBuf> {
     out
 }
 
+/// The named network namespaces (`ip netns add NAME`): inode → NAME, from /run/netns.
+pub fn netns_names() -> HashMap<u32, String> {
+    let mut out = HashMap::new();
+    if let Ok(dir) = fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            if let (Ok(meta), Some(name)) = (fs::metadata(e.path()), e.file_name().to_str())
+                && let Ok(ino) = u32::try_from(meta.ino())
+            {
+                out.entry(ino).or_insert_with(|| name.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Where each namespace can be joined: our own needs no joining; others are found through
 /// /run/netns or a process holding them (re-scanned when an unknown inode is asked for).
 #[derive(Debug, Default)]
