@@ -20,6 +20,9 @@ const LOOKUPS_PER_SEC: u32 = 2000;
 /// After a kernel timer should have run out, its socket is looked at again this often until
 /// it is found gone (the timer wheel fires late by up to a granule of the timer's level).
 const RELOOK_NS: u64 = 100_000_000;
+/// Watched sockets are scanned for due looks at most this often (the looks are 0.1 s apart at
+/// the closest; a busy table is not walked on every 20 ms drain).
+const SCAN_NS: u64 = 50_000_000;
 /// A timewait socket handed off in FIN_WAIT2 is first looked at again this soon; the next looks
 /// back off (doubling) until its timer runs out.
 const FIN_WAIT2_FIRST_RELOOK_NS: u64 = 200_000_000;
@@ -46,6 +49,8 @@ pub struct Augmenter {
     /// When each watched socket (FIN_WAIT2 timewait sockets by 4-tuple, request sockets by
     /// address) was last looked at.
     looked: HashMap<(u32, u64, lifecycle::TupleKey), u64>,
+    /// When the watched sockets were last scanned.
+    scanned_ns: u64,
     /// `--cgroup`, applied to dumped sockets as the kernel applies it to events.
     cgroup: Option<crate::cgroups::CgroupFilter>,
     /// The filter's subtree as of the current dump.
@@ -138,6 +143,7 @@ impl Augmenter {
             skipped: 0,
             warned: Vec::new(),
             looked: HashMap::new(),
+            scanned_ns: 0,
             cgroup: None,
             cgroup_ids: Default::default(),
         }
@@ -237,6 +243,10 @@ impl Augmenter {
         }
         self.pending_tw = pending;
         self.pending_tw.clear();
+        if now_ns.saturating_sub(self.scanned_ns) < SCAN_NS {
+            return;
+        }
+        self.scanned_ns = now_ns;
         let mut watched = std::collections::HashSet::new();
         let watches: Vec<_> = table.fin_wait2_watches().collect();
         for (t, w) in watches {

@@ -106,6 +106,8 @@ pub struct ConnTable {
     tw_queue: VecDeque<(u64, u64)>,
     /// Watched FIN_WAIT2 hand-offs by the time their record goes out unresolved.
     fin_wait2_queue: BinaryHeap<Reverse<(u64, u64)>>,
+    /// The ids of the closing connections being watched in FIN_WAIT2.
+    watching: Map<u64, ()>,
     half_open: Map<SockKey, Conn>,
     half_open_by_tuple: Map<TupleKey, SockKey>,
     seeded: Map<TupleKey, Conn>,
@@ -136,6 +138,7 @@ impl ConnTable {
             grace_queue: VecDeque::new(),
             tw_queue: VecDeque::new(),
             fin_wait2_queue: BinaryHeap::new(),
+            watching: Map::default(),
             half_open: Map::default(),
             half_open_by_tuple: Map::default(),
             seeded: Map::default(),
@@ -533,6 +536,9 @@ impl ConnTable {
     }
 
     fn on_error(&mut self, ev: &Event, errno: i32) {
+        if ev.kind.is_empty_error_report() {
+            return;
+        }
         let Some(c) = (ev.sk != 0).then(|| self.target(ev)).flatten() else {
             self.stats.unattached += 1;
             return;
@@ -587,6 +593,7 @@ impl ConnTable {
                 };
                 cold.fin_wait2 = Some(w);
                 cl.tw = TimeWait::Watching;
+                self.watching.insert(id, ());
                 self.fin_wait2_queue
                     .push(Reverse((fin_wait2_deadline(&w), id)));
                 return;
@@ -607,8 +614,9 @@ impl ConnTable {
     /// Connections handed off in FIN_WAIT2 whose timewait socket is still being watched: the
     /// runtime looks at each again (see [`FinWait2Watch`]).
     pub fn fin_wait2_watches(&self) -> impl Iterator<Item = (TupleKey, FinWait2Watch)> + '_ {
-        self.closing
-            .values()
+        self.watching
+            .keys()
+            .filter_map(|id| self.closing.get(id))
             .filter(|cl| cl.tw == TimeWait::Watching)
             .filter_map(|cl| Some((TupleKey::of_conn(&cl.conn), cl.conn.cold().fin_wait2?)))
     }
@@ -697,6 +705,7 @@ impl ConnTable {
         let Some(cl) = self.closing.remove(&id) else {
             return;
         };
+        self.watching.remove(&id);
         if self.closing_by_sk.get(&cl.key) == Some(&id) {
             self.closing_by_sk.remove(&cl.key);
         }
@@ -783,6 +792,7 @@ impl ConnTable {
         self.grace_queue.clear();
         self.tw_queue.clear();
         self.fin_wait2_queue.clear();
+        self.watching.clear();
         let mut rest: Vec<Conn> = self.live.drain().map(|(_, c)| *c).collect();
         rest.extend(self.half_open.drain().map(|(_, c)| c));
         rest.extend(self.seeded.drain().map(|(_, c)| c));
