@@ -77,6 +77,18 @@ fn half_open_synack_retries() {
     assert_eq!(d["observed"]["synack_retransmits"], 2);
     assert_eq!(d["observed"]["request_dropped"], true);
     assert_eq!(d["agrees"], true);
+    // Measured, not noticed on a tick: it began with the first SYN-ACK (one initial timeout
+    // before the first retransmit) and the request was found gone when its timer ran out
+    // (1 + 2 + 4 s, each timer a granule late at most, looked up every 0.1 s from then).
+    let rec = recs
+        .iter()
+        .find(|r| r["type"] == "conn" && r["role"] == "server")
+        .unwrap();
+    assert!(rec["start"].is_string(), "{rec}");
+    let took = rec["duration_ms"].as_f64().expect("a duration");
+    assert!((7000.0..7600.0).contains(&took), "{rec}");
+    assert_eq!(rec["states"][0]["state"], "SYN_RECV");
+    assert!(rec["states"][0]["ms"].as_f64().is_some(), "{rec}");
 }
 
 #[test]
@@ -114,6 +126,20 @@ fn time_wait_exhausts_the_port_range() {
         return;
     }
     let recs = lab("time-wait");
+    // Every client closes first and is handed to a timewait socket in FIN_WAIT2 until the
+    // server's FIN (sent when it gets to that connection, up to 100 ms later) turns it into
+    // TIME_WAIT: orderly closes, none of them a FIN_WAIT2 timeout.
+    let fin2: Vec<&Value> = recs
+        .iter()
+        .flat_map(|r| r["diagnosis"].as_array().into_iter().flatten())
+        .filter(|d| d["rule"] == "fin_wait2_timeout")
+        .collect();
+    assert!(fin2.is_empty(), "false FIN_WAIT2 findings: {fin2:#?}");
+    let tw = recs
+        .iter()
+        .filter(|r| r["role"] == "client" && r["time_wait_state"] == "TIME_WAIT")
+        .count();
+    assert!(tw >= 40, "{tw} clients confirmed in TIME_WAIT");
     let d = diag(&recs, "client", "local_port_exhausted");
     assert_eq!(d["sysctl"]["net.ipv4.ip_local_port_range"], "40000 40049");
     assert_eq!(d["sysctl"]["net.ipv4.tcp_tw_reuse"], "0");
