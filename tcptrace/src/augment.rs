@@ -17,6 +17,9 @@ use crate::diag::{DiagSock, NetnsDiag, NetnsPaths, TcpInfo, Tuple, socket_owners
 /// sock_diag lookups per second at most; beyond it timewait confirmations are skipped (the
 /// records say `time_wait_unconfirmed`) so a connection storm cannot make us a storm too.
 const LOOKUPS_PER_SEC: u32 = 2000;
+/// Follow-up looks (watched FIN_WAIT2 hand-offs, half-open requests) use at most this much of
+/// a second's budget, so the first look at every new hand-off keeps the rest.
+const FOLLOW_UPS: u32 = LOOKUPS_PER_SEC / 2;
 /// After a kernel timer should have run out, its socket is looked at again this often until
 /// it is found gone (the timer wheel fires late by up to a granule of the timer's level).
 const RELOOK_NS: u64 = 100_000_000;
@@ -169,12 +172,13 @@ impl Augmenter {
         }
     }
 
-    fn budget(&mut self, now_ns: u64) -> bool {
+    /// Takes one look from this second's budget, if fewer than `limit` were taken.
+    fn budget(&mut self, now_ns: u64, limit: u32) -> bool {
         if now_ns.saturating_sub(self.window_start_ns) >= 1_000_000_000 {
             self.window_start_ns = now_ns;
             self.used = 0;
         }
-        if self.used >= LOOKUPS_PER_SEC {
+        if self.used >= limit {
             self.skipped += 1;
             return false;
         }
@@ -235,9 +239,13 @@ impl Augmenter {
         }
         let pending = std::mem::take(&mut self.pending_tw);
         for ev in &pending {
-            if let Some(kind) =
-                self.time_wait_fact(ev.netns.unwrap_or(0), ev.family, &tuple(ev), now_ns)
-            {
+            if let Some(kind) = self.time_wait_fact(
+                ev.netns.unwrap_or(0),
+                ev.family,
+                &tuple(ev),
+                now_ns,
+                LOOKUPS_PER_SEC,
+            ) {
                 out.push(fact(ev, now_ns, kind));
             }
         }
@@ -271,7 +279,7 @@ impl Augmenter {
             self.looked.insert(key, now_ns);
             let family = family_of(&t);
             let tup = tuple_of(&t);
-            if let Some(kind) = self.time_wait_fact(t.netns, family, &tup, now_ns) {
+            if let Some(kind) = self.time_wait_fact(t.netns, family, &tup, now_ns, FOLLOW_UPS) {
                 out.push(fact_at(&t, 0, family, now_ns, kind));
             }
         }
@@ -284,6 +292,9 @@ impl Augmenter {
                 _ => r.next_timer_ns(tcptrace_core::budget::RTO_MAX_MS),
             };
             if now_ns < due {
+                continue;
+            }
+            if !self.budget(now_ns, FOLLOW_UPS) {
                 continue;
             }
             self.looked.insert(key, now_ns);
@@ -314,8 +325,9 @@ impl Augmenter {
         family: Family,
         t: &Tuple,
         now_ns: u64,
+        limit: u32,
     ) -> Option<EventKind> {
-        if !self.budget(now_ns) {
+        if !self.budget(now_ns, limit) {
             return None;
         }
         let found = self.lookup(netns, family == Family::Inet6, t)?;
