@@ -67,6 +67,9 @@ fuzz_target!(|data: &[u8]| {
                         sysctls.insert(s.netns, s.sysctls());
                     }
                     Line::Cold(Cold::Interfaces(i)) => ctx.learn_mtus(i.netns, &i.mtus()),
+                    Line::Cold(Cold::Netns(n)) => {
+                        ctx.learn_netns_name(n.netns, &n.name);
+                    }
                     Line::Cold(Cold::NetnsSample(s)) => {
                         let s = s.sample();
                         let sys = sysctls.get(&s.netns).unwrap_or(&fallback);

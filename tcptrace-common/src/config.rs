@@ -21,6 +21,10 @@ pub const WAKEUP_GLOBAL: &str = "WAKEUP";
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU lost-record counter map (index 0).
 pub const LOST_MAP: &str = "LOST";
+/// Name of the hash map of wanted network namespaces (inode → 1), see [`Filter::netns`].
+pub const NETNS_MAP: &str = "NETNS";
+/// Most namespaces the in-kernel namespace filter holds.
+pub const MAX_NETNS: u32 = 256;
 
 /// Maximum number of ports in each port filter.
 pub const MAX_PORTS: usize = 8;
@@ -36,7 +40,8 @@ pub struct Filter {
     pub _pad0: u8,
     /// Keep only events whose current task has this tgid.
     pub tgid: u32,
-    /// Keep only sockets in this network namespace (needs [`KernelOffsets`]).
+    /// Non-zero: keep only sockets whose network namespace inode is a key of the
+    /// [`NETNS_MAP`] set (this many entries; needs [`KernelOffsets`]).
     pub netns: u32,
     pub _pad1: u32,
     pub lports: [u16; MAX_PORTS],

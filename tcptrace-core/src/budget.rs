@@ -33,6 +33,41 @@ impl Schedule {
     pub fn retransmits(&self) -> u32 {
         self.retransmit_at_ms.len() as u32
     }
+
+    /// How late, at most, the kernel's timers can make the give-up: every timeout of the
+    /// schedule fires up to [`timer_late_max_ms`] late, and each is armed when the previous
+    /// one fired, so the lateness adds up.
+    pub fn late_max_ms(&self, hz: Option<u32>) -> u64 {
+        let mut prev = 0;
+        let mut late = 0;
+        for t in self.retransmit_at_ms.iter().chain([&self.give_up_ms]) {
+            late += timer_late_max_ms(t.saturating_sub(prev), hz);
+            prev = *t;
+        }
+        late
+    }
+}
+
+/// HZ assumed when the kernel's is unknown: 100, the coarsest jiffy, so the widest slack.
+const HZ_UNKNOWN: u32 = 100;
+
+/// The most a kernel timer of `timeout_ms` fires late. The timer wheel
+/// (`kernel/time/timer.c`) keeps a timer `d` jiffies away in level `n`, whose buckets are
+/// `8^n` jiffies wide (level `n` holds delays from `63·8^(n-1)` jiffies on), and rounds its
+/// expiry up to the next bucket boundary so that it never fires early: up to one bucket late,
+/// plus the jiffy `msecs_to_jiffies` rounds up. At HZ=250 a 1 s timer (250 jiffies, level 1)
+/// fires up to 36 ms late (measured: SYN retransmits 1.024 s apart); a 60 s timer (level 3)
+/// up to 2.05 s.
+pub fn timer_late_max_ms(timeout_ms: u64, hz: Option<u32>) -> u64 {
+    let hz = u64::from(hz.unwrap_or(HZ_UNKNOWN).max(1));
+    let jiffies = (timeout_ms * hz).div_ceil(1000);
+    let (mut level, mut start) = (0u32, 63u64);
+    while level < 8 && jiffies >= start {
+        level += 1;
+        start <<= 3;
+    }
+    let granule = 1u64 << (3 * level);
+    ((granule + 1) * 1000).div_ceil(hz)
 }
 
 /// `tcp_model_timeout()`: time `boundary` retransmissions take from `rto_base_ms`, doubling up
@@ -89,24 +124,44 @@ pub struct SynSent {
 
 /// SYN_SENT: gives up when `retransmits >= syn_retries + linear_timeouts` or when the time since
 /// the SYN passes the budget of `syn_retries` from a 1 s base; the first `linear_timeouts`
-/// retransmits keep the 1 s RTO, later ones double it.
+/// retransmits keep the 1 s RTO, later ones double it. With `TCP_USER_TIMEOUT` the time budget
+/// is the user timeout instead (the retransmit cap stays), and each timer is cut short so it
+/// fires when that timeout runs out (`tcp_clamp_rto_to_user_timeout`).
 pub fn syn_sent(p: SynSent) -> Schedule {
     let budget = p
         .user_timeout_ms
         .unwrap_or_else(|| model_timeout_ms(p.syn_retries, TIMEOUT_INIT_MS, p.rto_max_ms));
     let max_retransmits = p.syn_retries + p.linear_timeouts;
-    run_timer(
-        TIMEOUT_INIT_MS,
-        budget,
-        |n, t| n >= max_retransmits || (n > 0 && t >= budget),
-        |done, rto| {
-            if done > p.linear_timeouts {
-                (rto * 2).min(p.rto_max_ms)
-            } else {
-                rto
-            }
-        },
-    )
+    let mut t = 0;
+    let mut rto = TIMEOUT_INIT_MS;
+    let mut at = Vec::new();
+    for _ in 0..64 {
+        t += clamp_to_user_timeout(rto, t, p.user_timeout_ms);
+        let n = at.len() as u32;
+        if n >= max_retransmits || (n > 0 && t >= budget) {
+            break;
+        }
+        at.push(t);
+        if n + 1 > p.linear_timeouts {
+            rto = (rto * 2).min(p.rto_max_ms);
+        }
+    }
+    Schedule {
+        retransmit_at_ms: at,
+        give_up_ms: t,
+        budget_ms: budget,
+    }
+}
+
+/// `tcp_clamp_rto_to_user_timeout()`: the next timer is the RTO, or what is left of the user
+/// timeout counted from `retrans_stamp` (here `elapsed_ms` since it), whichever is shorter; a
+/// timeout already passed fires at once (after one jiffy, 1 ms here).
+fn clamp_to_user_timeout(rto_ms: u64, elapsed_ms: u64, user_timeout_ms: Option<u64>) -> u64 {
+    match user_timeout_ms {
+        Some(ut) if ut > elapsed_ms => rto_ms.min(ut - elapsed_ms),
+        Some(_) => 1,
+        None => rto_ms,
+    }
 }
 
 /// A half-open handshake's request socket: SYN-ACK retransmitted at 1, 2, 4 … s intervals
@@ -138,19 +193,32 @@ pub struct DataRto {
 /// modelled from `TCP_RTO_MIN` counts from the first RTO retransmission (`retrans_stamp` takes
 /// that skb's fresh timestamp; measured on 6.18), so the kernel gives up at the first timer
 /// at least `budget` after it. A tail loss probe may add one retransmit before the first RTO.
+///
+/// With `TCP_USER_TIMEOUT` the user timeout replaces the modelled budget (`tcp_retries2` no
+/// longer counts), and every timer after a retransmission is cut to what is left of it
+/// (`tcp_clamp_rto_to_user_timeout`): the connection dies exactly `user_timeout` after the
+/// first retransmission, the last RTO shortened to fit.
 pub fn data(p: DataRto) -> Schedule {
     let budget = p
         .user_timeout_ms
         .unwrap_or_else(|| model_timeout_ms(p.boundary, RTO_MIN_MS, p.rto_max_ms));
     let first = p.first_rto_ms.max(1);
-    let mut s = run_timer(
-        first,
-        budget,
-        |n, t| n > 0 && t - first >= budget,
-        |_, rto| (rto * 2).min(p.rto_max_ms),
-    );
-    s.budget_ms = budget;
-    s
+    let mut t = first;
+    let mut at = vec![first];
+    let mut rto = (first * 2).min(p.rto_max_ms);
+    for _ in 0..64 {
+        t += clamp_to_user_timeout(rto, t - first, p.user_timeout_ms);
+        if t - first >= budget {
+            break;
+        }
+        at.push(t);
+        rto = (rto * 2).min(p.rto_max_ms);
+    }
+    Schedule {
+        retransmit_at_ms: at,
+        give_up_ms: t,
+        budget_ms: budget,
+    }
 }
 
 /// `tcp_orphan_retries()`: the retry count of a closed socket (0 means 8 while alive).
@@ -280,6 +348,62 @@ mod tests {
         assert_eq!(s.budget_ms, 102_200);
         assert_eq!(s.retransmits(), 9);
         assert_eq!(s.give_up_ms, 204_600);
+    }
+
+    #[test]
+    fn user_timeout_cuts_the_last_rto_to_end_at_it() {
+        // TCP_USER_TIMEOUT=3000 from the first retransmission at 208 ms: RTOs 416, 832, 1664
+        // would put the next timer at 6.4 s; tcp_clamp_rto_to_user_timeout() makes it fire
+        // 88 ms after the fourth retransmit, exactly 3 s after the first.
+        let s = data(DataRto {
+            boundary: 15,
+            first_rto_ms: 208,
+            rto_max_ms: RTO_MAX_MS,
+            user_timeout_ms: Some(3000),
+        });
+        assert_eq!(s.retransmit_at_ms, [208, 624, 1456, 3120]);
+        assert_eq!((s.give_up_ms, s.budget_ms), (208 + 3000, 3000));
+        // A user timeout longer than tcp_retries2 would allow is obeyed too.
+        let long = data(DataRto {
+            boundary: 1,
+            first_rto_ms: 200,
+            rto_max_ms: RTO_MAX_MS,
+            user_timeout_ms: Some(10_000),
+        });
+        assert_eq!(long.give_up_ms, 10_200);
+        // SYN_SENT: counted from the SYN; the retransmit cap still applies.
+        let s = syn_sent(SynSent {
+            syn_retries: 6,
+            linear_timeouts: 4,
+            rto_max_ms: RTO_MAX_MS,
+            user_timeout_ms: Some(4500),
+        });
+        assert_eq!(s.retransmit_at_ms, [1000, 2000, 3000, 4000]);
+        assert_eq!(s.give_up_ms, 4500);
+        let capped = syn_sent(SynSent {
+            syn_retries: 1,
+            linear_timeouts: 0,
+            rto_max_ms: RTO_MAX_MS,
+            user_timeout_ms: Some(60_000),
+        });
+        assert_eq!((capped.retransmits(), capped.give_up_ms), (1, 3000));
+    }
+
+    #[test]
+    fn timers_fire_late_by_their_wheel_granule() {
+        // HZ=250: 1 s is 250 jiffies (level 1, 8-jiffy buckets): up to 9 jiffies = 36 ms.
+        assert_eq!(timer_late_max_ms(1000, Some(250)), 36);
+        // 2 s (500 jiffies) still level 1; 4 s (1000 jiffies) level 2: 65 jiffies.
+        assert_eq!(timer_late_max_ms(2000, Some(250)), 36);
+        assert_eq!(timer_late_max_ms(4000, Some(250)), 260);
+        // 60 s (15000 jiffies) level 3: 513 jiffies.
+        assert_eq!(timer_late_max_ms(60_000, Some(250)), 2052);
+        // Short timers (under 63 jiffies): level 0, the jiffy and the one rounded up.
+        assert_eq!(timer_late_max_ms(50, Some(1000)), 2);
+        assert_eq!(timer_late_max_ms(200, Some(1000)), 9);
+        // The syn_retries=2 schedule (five 1 s timers, then 2 s) at HZ=250: measured 7.13 s.
+        let s = syn(2, 4);
+        assert_eq!(s.late_max_ms(Some(250)), 6 * 36);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Context {
     mtus: HashMap<(u32, IpAddr), u32>,
     /// Cgroup id → path, unit, container.
     cgroups: CgroupNames,
+    /// Network namespace inode → its name under /run/netns.
+    netns_names: HashMap<u32, String>,
 }
 
 impl Context {
@@ -66,6 +68,20 @@ impl Context {
     /// Cgroups whose paths are known.
     pub fn cgroups_known(&self) -> usize {
         self.cgroups.len()
+    }
+
+    /// A namespace's name (under /run/netns), when it has one and it was recorded.
+    pub fn netns_name(&self, netns: u32) -> Option<&str> {
+        self.netns_names.get(&netns).map(String::as_str)
+    }
+
+    /// Namespace `netns` is named `name`; true when that is news.
+    pub fn learn_netns_name(&mut self, netns: u32, name: &str) -> bool {
+        if self.netns_name(netns) == Some(name) {
+            return false;
+        }
+        self.netns_names.insert(netns, name.to_string());
+        true
     }
 
     /// The MTU of the interface holding `addr` in `netns`, when it was recorded.

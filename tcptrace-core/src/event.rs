@@ -122,6 +122,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// An error report that reports no error: `tcp_disconnect()` ends with
+    /// `sk_error_report()` after `connect()` has read and cleared `sk_err` (6.x: a failed
+    /// connect disconnects the socket), so a timed-out or refused connect is followed by a
+    /// report of errno 0 in CLOSE. It is a wakeup, not a fact about the connection.
+    pub fn is_empty_error_report(&self) -> bool {
+        matches!(self, Self::Error { errno: 0, .. })
+    }
+
     /// The JSON `"type"` of the event.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -161,6 +169,17 @@ pub struct Event {
 }
 
 impl Event {
+    /// The task the event names, when there is one: kernel events name the task on the CPU
+    /// (pid 0 is then the idle task, `swapper/N`, in softirq); sock_diag facts name none, or
+    /// for `existing` the socket's owner from /proc, pid 0 when it could not be found.
+    pub fn task(&self) -> Option<(u32, u32, Comm)> {
+        let fact = matches!(
+            self.kind,
+            EventKind::TimeWait { .. } | EventKind::RequestGone | EventKind::Existing { .. }
+        );
+        (!fact || self.pid != 0).then_some((self.pid, self.tid, self.comm))
+    }
+
     /// The unspecified address of the event's family.
     pub fn unspecified(family: Family) -> IpAddr {
         match family {

@@ -9,7 +9,7 @@ use tcptrace_common::{
     state_flags,
 };
 
-use crate::globals::{EVENTS, LOST, get};
+use crate::globals::{EVENTS, LOST, NETNS, get};
 
 /// A header with kind, timestamp and current task filled in.
 #[inline(always)]
@@ -62,8 +62,10 @@ pub fn wanted(hdr: &Header) -> bool {
     if tgid != 0 && tgid != hdr.tgid {
         return false;
     }
-    let netns = get!(FILTER.netns);
-    if netns != 0 && (hdr.flags & hdr_flags::NETNS == 0 || netns != hdr.netns) {
+    if get!(FILTER.netns) != 0
+        // SAFETY: the value is a plain byte the map owns; it is only tested for presence.
+        && (hdr.flags & hdr_flags::NETNS == 0 || unsafe { NETNS.get(&hdr.netns) }.is_none())
+    {
         return false;
     }
     if get!(FILTER.cgroup) != 0 && hdr.flags & hdr_flags::IN_CGROUP == 0 {

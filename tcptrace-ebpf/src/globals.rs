@@ -1,9 +1,11 @@
 //! The maps and the load-time globals (filter, kernel offsets, tracepoint layouts).
 use aya_ebpf::{
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
-use tcptrace_common::{Filter, KernelOffsets, MAX_PORTS, Nested, SnapPlan, TpLayout, Wakeup};
+use tcptrace_common::{
+    Filter, KernelOffsets, MAX_NETNS, MAX_PORTS, Nested, SnapPlan, TpLayout, Wakeup,
+};
 
 /// All records go here; userspace sizes it with `--ring-buffer` before load.
 #[map]
@@ -17,6 +19,11 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// second one caught (see [`Nested`]).
 #[map]
 pub static NESTED: PerCpuArray<Nested> = PerCpuArray::with_max_entries(1, 0);
+
+/// The namespaces `-N` asked for (inode → 1), filled by userspace before the programs are
+/// attached; consulted only when `FILTER.netns` is non-zero.
+#[map]
+pub static NETNS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_NETNS, 0);
 
 #[unsafe(no_mangle)]
 pub static FILTER: Filter = Filter {

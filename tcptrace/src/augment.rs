@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tcptrace_common::{AF_INET, AF_INET6, Filter};
 use tcptrace_core::{
     event::{Comm, Event, EventKind, Family},
-    lifecycle::ConnTable,
+    lifecycle::{self, ConnTable},
     snapshot::{Field, SockSnapshot},
     tcp::TcpState,
 };
@@ -17,8 +17,18 @@ use crate::diag::{DiagSock, NetnsDiag, NetnsPaths, TcpInfo, Tuple, socket_owners
 /// sock_diag lookups per second at most; beyond it timewait confirmations are skipped (the
 /// records say `time_wait_unconfirmed`) so a connection storm cannot make us a storm too.
 const LOOKUPS_PER_SEC: u32 = 2000;
-/// A half-open handshake is checked once it has had no SYN-ACK retransmit for this long.
-const HALF_OPEN_IDLE_NS: u64 = 1_500_000_000;
+/// Follow-up looks (watched FIN_WAIT2 hand-offs, half-open requests) use at most this much of
+/// a second's budget, so the first look at every new hand-off keeps the rest.
+const FOLLOW_UPS: u32 = LOOKUPS_PER_SEC / 2;
+/// After a kernel timer should have run out, its socket is looked at again this often until
+/// it is found gone (the timer wheel fires late by up to a granule of the timer's level).
+const RELOOK_NS: u64 = 100_000_000;
+/// Watched sockets are scanned for due looks at most this often (the looks are 0.1 s apart at
+/// the closest; a busy table is not walked on every 20 ms drain).
+const SCAN_NS: u64 = 50_000_000;
+/// A timewait socket handed off in FIN_WAIT2 is first looked at again this soon; the next looks
+/// back off (doubling) until its timer runs out.
+const FIN_WAIT2_FIRST_RELOOK_NS: u64 = 200_000_000;
 
 /// Full-socket states of a seed dump (everything but TIME_WAIT, CLOSE and request sockets).
 const SEED_STATES: u32 =
@@ -39,6 +49,11 @@ pub struct Augmenter {
     pub skipped: u64,
     /// Namespaces sock_diag could not be opened in, reported once each.
     warned: Vec<u32>,
+    /// When each watched socket (FIN_WAIT2 timewait sockets by 4-tuple, request sockets by
+    /// address) was last looked at.
+    looked: HashMap<(u32, u64, lifecycle::TupleKey), u64>,
+    /// When the watched sockets were last scanned.
+    scanned_ns: u64,
     /// `--cgroup`, applied to dumped sockets as the kernel applies it to events.
     cgroup: Option<crate::cgroups::CgroupFilter>,
     /// The filter's subtree as of the current dump.
@@ -51,6 +66,42 @@ fn tuple(ev: &Event) -> Tuple {
         lport: ev.lport,
         raddr: ev.raddr,
         rport: ev.rport,
+    }
+}
+
+fn family_of(t: &lifecycle::TupleKey) -> Family {
+    if t.laddr.is_ipv6() {
+        Family::Inet6
+    } else {
+        Family::Inet
+    }
+}
+
+fn tuple_of(t: &lifecycle::TupleKey) -> Tuple {
+    Tuple {
+        laddr: t.laddr,
+        lport: t.lport,
+        raddr: t.raddr,
+        rport: t.rport,
+    }
+}
+
+/// A sock_diag fact about a 4-tuple (no task, no cgroup).
+fn fact_at(t: &lifecycle::TupleKey, sk: u64, family: Family, ts_ns: u64, kind: EventKind) -> Event {
+    Event {
+        ts_ns,
+        sk,
+        netns: Some(t.netns),
+        cgroup: None,
+        pid: 0,
+        tid: 0,
+        comm: Comm::default(),
+        family,
+        laddr: t.laddr,
+        lport: t.lport,
+        raddr: t.raddr,
+        rport: t.rport,
+        kind,
     }
 }
 
@@ -94,6 +145,8 @@ impl Augmenter {
             used: 0,
             skipped: 0,
             warned: Vec::new(),
+            looked: HashMap::new(),
+            scanned_ns: 0,
             cgroup: None,
             cgroup_ids: Default::default(),
         }
@@ -119,12 +172,13 @@ impl Augmenter {
         }
     }
 
-    fn budget(&mut self, now_ns: u64) -> bool {
+    /// Takes one look from this second's budget, if fewer than `limit` were taken.
+    fn budget(&mut self, now_ns: u64, limit: u32) -> bool {
         if now_ns.saturating_sub(self.window_start_ns) >= 1_000_000_000 {
             self.window_start_ns = now_ns;
             self.used = 0;
         }
-        if self.used >= LOOKUPS_PER_SEC {
+        if self.used >= limit {
             self.skipped += 1;
             return false;
         }
@@ -176,72 +230,117 @@ impl Augmenter {
         self.ask(netns, |d| d.lookup(v6, t))
     }
 
-    /// Asks what this batch needs: timewait sockets of connections that just closed, and
-    /// (on the periodic tick) whether idle half-open handshakes still exist.
-    pub fn resolve(&mut self, now_ns: u64, tick: bool, table: &ConnTable, out: &mut Vec<Event>) {
+    /// Asks what this batch needs: timewait sockets of connections that just closed, those
+    /// handed off in FIN_WAIT2 whose fate is not known yet, and request sockets of half-open
+    /// handshakes whose timer should have dropped them.
+    pub fn resolve(&mut self, now_ns: u64, table: &ConnTable, out: &mut Vec<Event>) {
         if !self.enabled {
             return;
         }
         let pending = std::mem::take(&mut self.pending_tw);
         for ev in &pending {
-            if !self.budget(now_ns) {
-                continue;
+            if let Some(kind) = self.time_wait_fact(
+                ev.netns.unwrap_or(0),
+                ev.family,
+                &tuple(ev),
+                now_ns,
+                LOOKUPS_PER_SEC,
+            ) {
+                out.push(fact(ev, now_ns, kind));
             }
-            let netns = ev.netns.unwrap_or(0);
-            let Some(found) = self.lookup(netns, ev.family == Family::Inet6, &tuple(ev)) else {
-                continue;
-            };
-            let kind = match found.filter(|s| s.mini) {
-                Some(s) => EventKind::TimeWait {
-                    state: Some(TcpState(s.state)),
-                    timer_ms: s.timer_ms,
-                },
-                None => EventKind::TimeWait {
-                    state: None,
-                    timer_ms: None,
-                },
-            };
-            out.push(fact(ev, now_ns, kind));
         }
         self.pending_tw = pending;
         self.pending_tw.clear();
-        if !tick {
+        if now_ns.saturating_sub(self.scanned_ns) < SCAN_NS {
             return;
         }
-        for (netns, sk, t) in table.idle_half_open(now_ns.saturating_sub(HALF_OPEN_IDLE_NS)) {
-            let family = if t.laddr.is_ipv6() {
-                Family::Inet6
+        self.scanned_ns = now_ns;
+        let mut watched = std::collections::HashSet::new();
+        let watches: Vec<_> = table.fin_wait2_watches().collect();
+        for (t, w) in watches {
+            let key = (t.netns, 0, t);
+            watched.insert(key);
+            let last = self
+                .looked
+                .get(&key)
+                .copied()
+                .unwrap_or(w.last_seen_ns)
+                .max(w.last_seen_ns);
+            let expiry = w.expires_ns().unwrap_or(w.first_ns + 60_000_000_000);
+            let due = if last < expiry {
+                let backoff = (last - w.first_ns).max(FIN_WAIT2_FIRST_RELOOK_NS);
+                (last + backoff).min(expiry)
             } else {
-                Family::Inet
+                last + RELOOK_NS
             };
-            let tup = Tuple {
-                laddr: t.laddr,
-                lport: t.lport,
-                raddr: t.raddr,
-                rport: t.rport,
+            if now_ns < due {
+                continue;
+            }
+            self.looked.insert(key, now_ns);
+            let family = family_of(&t);
+            let tup = tuple_of(&t);
+            if let Some(kind) = self.time_wait_fact(t.netns, family, &tup, now_ns, FOLLOW_UPS) {
+                out.push(fact_at(&t, 0, family, now_ns, kind));
+            }
+        }
+        let requests: Vec<_> = table.half_open_requests().collect();
+        for r in requests {
+            let key = (r.netns, r.sk, r.tuple);
+            watched.insert(key);
+            let due = match self.looked.get(&key) {
+                Some(&last) if last >= r.last_synack_ns => last + RELOOK_NS,
+                _ => r.next_timer_ns(tcptrace_core::budget::RTO_MAX_MS),
             };
-            let Some(found) = self.lookup(netns, family == Family::Inet6, &tup) else {
+            if now_ns < due {
+                continue;
+            }
+            if !self.budget(now_ns, FOLLOW_UPS) {
+                continue;
+            }
+            self.looked.insert(key, now_ns);
+            let family = family_of(&r.tuple);
+            let Some(found) = self.lookup(r.netns, family == Family::Inet6, &tuple_of(&r.tuple))
+            else {
                 continue;
             };
             if found.is_some_and(|s| s.state == TcpState::SYN_RECV.0) {
                 continue;
             }
-            out.push(Event {
-                ts_ns: now_ns,
-                sk,
-                netns: Some(netns),
-                cgroup: None,
-                pid: 0,
-                tid: 0,
-                comm: Comm::default(),
+            out.push(fact_at(
+                &r.tuple,
+                r.sk,
                 family,
-                laddr: t.laddr,
-                lport: t.lport,
-                raddr: t.raddr,
-                rport: t.rport,
-                kind: EventKind::RequestGone,
-            });
+                now_ns,
+                EventKind::RequestGone,
+            ));
         }
+        self.looked.retain(|k, _| watched.contains(k));
+    }
+
+    /// What the socket table holds for a 4-tuple that went to a timewait socket: its substate
+    /// and timer, or none. None when the look could not be made (budget, namespace gone).
+    fn time_wait_fact(
+        &mut self,
+        netns: u32,
+        family: Family,
+        t: &Tuple,
+        now_ns: u64,
+        limit: u32,
+    ) -> Option<EventKind> {
+        if !self.budget(now_ns, limit) {
+            return None;
+        }
+        let found = self.lookup(netns, family == Family::Inet6, t)?;
+        Some(match found.filter(|s| s.mini) {
+            Some(s) => EventKind::TimeWait {
+                state: Some(TcpState(s.state)),
+                timer_ms: s.timer_ms,
+            },
+            None => EventKind::TimeWait {
+                state: None,
+                timer_ms: None,
+            },
+        })
     }
 
     /// Hands each socket of a namespace in `states` (a bitmask of state numbers), without

@@ -139,6 +139,7 @@ pub fn trace(
     augment.set_cgroup_filter(cfg.cgroup.clone());
     let mut cgroups = cgroups::Cgroups::new();
     let mut namespaces = namespaces::Namespaces::new(
+        with_netns,
         with_netns && cfg.diagnose.is_some(),
         hz,
         cfg.conn_filter.netns.clone(),

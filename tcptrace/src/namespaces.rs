@@ -53,6 +53,11 @@ struct Known {
 
 pub struct Namespaces {
     enabled: bool,
+    /// Namespaces are named (events carry them).
+    naming: bool,
+    /// Namespaces whose name was looked for, and the last one (most events repeat it).
+    named: std::collections::HashSet<u32>,
+    last_named: Option<u32>,
     hz: Option<u32>,
     /// Namespaces of interest (empty: all).
     netns_filter: Vec<u32>,
@@ -67,9 +72,13 @@ pub struct Namespaces {
 }
 
 impl Namespaces {
-    pub fn new(enabled: bool, hz: Option<u32>, netns_filter: Vec<u32>) -> Self {
+    /// `naming`: events carry namespaces (BTF); `enabled`: diagnoses want their facts too.
+    pub fn new(naming: bool, enabled: bool, hz: Option<u32>, netns_filter: Vec<u32>) -> Self {
         Self {
             enabled,
+            naming,
+            named: std::collections::HashSet::new(),
+            last_named: None,
             hz,
             netns_filter,
             paths: NetnsPaths::new(),
@@ -80,8 +89,15 @@ impl Namespaces {
         }
     }
 
-    /// Notes the event's namespace; one seen for the first time is read at once.
+    /// Notes the event's namespace; one seen for the first time is named and read at once.
     pub fn observe(&mut self, ev: &Event, pipeline: &mut Pipeline) -> io::Result<()> {
+        if let Some(ns) = ev.netns.filter(|_| self.naming)
+            && self.last_named.replace(ns) != Some(ns)
+            && self.named.insert(ns)
+            && let Some(name) = crate::diag::netns_names().remove(&ns)
+        {
+            pipeline.learn_netns_name(ev.ts_ns, ns, &name)?;
+        }
         let Some(ns) = ev.netns.filter(|_| self.enabled) else {
             return Ok(());
         };

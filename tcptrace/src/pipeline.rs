@@ -176,6 +176,11 @@ impl<'s, 'f> Pipeline<'s, 'f> {
     }
 
     pub fn feed(&mut self, ev: &Event) -> io::Result<()> {
+        if ev.kind.is_empty_error_report() {
+            // Kept in raw recordings (the kernel wrote it), shown and judged nowhere.
+            self.stats.empty_error_reports += 1;
+            return Ok(());
+        }
         self.stats.count(ev);
         if self.interest.events {
             let prev = self.clock.observe(ev);
@@ -200,6 +205,14 @@ impl<'s, 'f> Pipeline<'s, 'f> {
     pub fn learn_cgroup(&mut self, ts_ns: u64, id: u64, path: &str) -> io::Result<()> {
         if self.ctx.learn_cgroup(id, path) {
             self.fact(&Fact::Cgroup { ts_ns, id })?;
+        }
+        Ok(())
+    }
+
+    /// Namespace `netns` is named `name` under /run/netns (found at `ts_ns`): recorded once.
+    pub fn learn_netns_name(&mut self, ts_ns: u64, netns: u32, name: &str) -> io::Result<()> {
+        if self.ctx.learn_netns_name(netns, name) {
+            self.fact(&Fact::NetnsName { ts_ns, netns })?;
         }
         Ok(())
     }

@@ -127,6 +127,10 @@ impl Replayer<'_, '_, '_> {
                 self.start(c.ts_ns)?;
                 self.pipeline.learn_cgroup(c.ts_ns, c.id, &c.path)?;
             }
+            Cold::Netns(n) => {
+                self.start(n.ts_ns)?;
+                self.pipeline.learn_netns_name(n.ts_ns, n.netns, &n.name)?;
+            }
             Cold::Log(_) | Cold::SysctlReport(_) | Cold::Summary(_) => {}
         }
         Ok(())

@@ -58,7 +58,7 @@ impl Reader<'_, '_, '_> {
     fn settle(&mut self, tick: bool) -> io::Result<()> {
         let now = monotonic_ns();
         self.augment
-            .resolve(now, tick, self.pipeline.table(), &mut self.facts);
+            .resolve(now, self.pipeline.table(), &mut self.facts);
         for ev in self.facts.drain(..) {
             self.cgroups.observe(&ev, self.pipeline)?;
             self.namespaces.observe(&ev, self.pipeline)?;

@@ -20,6 +20,8 @@ pub struct Stats {
     /// Userspace facts from sock_diag (timewait, request_gone, existing).
     pub facts: u64,
     pub malformed: u64,
+    /// Error reports without an error (`tcp_disconnect` after a failed connect): skipped.
+    pub empty_error_reports: u64,
     /// Records the kernel could not write (ring buffer full).
     pub lost_ring: u64,
     /// Program runs the kernel skipped because one of ours was already running on that CPU.
@@ -139,6 +141,13 @@ impl fmt::Display for Stats {
                 count(o.total(), "output line"),
                 o.stalled,
                 count(o.failed, "write error")
+            )?;
+        }
+        if self.empty_error_reports > 0 {
+            write!(
+                f,
+                "; {} error reports without an error skipped",
+                self.empty_error_reports
             )?;
         }
         if self.diag_skipped > 0 {

@@ -24,9 +24,10 @@ fn target(cfg: &Config) -> anyhow::Result<(u32, Option<PathBuf>)> {
         let ino = std::os::unix::fs::MetadataExt::ino(&ino) as u32;
         return Ok((ino, (ino != paths.own()).then_some(path)));
     }
-    let ns = match cfg.filter.netns {
-        0 => paths.own(),
-        ns => ns,
+    let ns = match cfg.conn_filter.netns[..] {
+        [] => paths.own(),
+        [ns] => ns,
+        _ => anyhow::bail!("sysctl reads one namespace: give one --netns"),
     };
     let path = paths.locate(ns).with_context(|| format!("--netns {ns}"))?;
     Ok((ns, path))

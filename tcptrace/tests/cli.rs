@@ -18,6 +18,11 @@ fn bad_values_are_one_line_errors() {
         &["--events", "--duration=-1"],
         &["--events", "-p", "0"],
         &["--events", "--netns", "/nonexistent"],
+        // No namespace has inode 1; a file that is not a network namespace; a missing name.
+        &["--events", "--netns", "1"],
+        &["--events", "-N", "/etc/hostname"],
+        &["--events", "-N", "/proc/self/ns/net,/proc/self/ns/uts"],
+        &["--events", "-N", "no-such-tcptrace-netns"],
         &["--events", "--btf", "none", "--tracepoints", "btf"],
         &["--events", "--latency", "soon"],
         &["--format", "raw"],
@@ -275,6 +280,11 @@ const FIN_WAIT2: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tcptrace-core/tests/fixtures/lab_fin-wait2.jsonl"
 );
+/// A data timeout: the stream holds exactly one sock_diag fact.
+const DATA_TIMEOUT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tcptrace-core/tests/fixtures/lab_data-timeout.jsonl"
+);
 
 fn stdout(args: &[&str]) -> String {
     let out = tcptrace(args);
@@ -387,9 +397,12 @@ fn timers_print_one_way_and_counts_agree_with_their_nouns() {
     assert!(text.contains("2 retransmits (2 in SYN_SENT)"), "{text}");
     let fw2 = stdout(&["replay", FIN_WAIT2]);
     assert!(fw2.contains("; 1 retransmit (1 in FIN_WAIT1)"), "{fw2}");
+    let out = tcptrace(&["replay", DATA_TIMEOUT]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("; 1 sock_diag fact; 5 connections ("), "{err}");
     let out = tcptrace(&["replay", FIN_WAIT2]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("; 1 sock_diag fact; 3 connections ("), "{err}");
+    assert!(err.contains("; 8 sock_diag facts; 2 connections ("), "{err}");
 }
 
 /// Colour only where asked: `always` colours even a pipe, `never` and a pipe under `auto`

@@ -77,6 +77,18 @@ fn half_open_synack_retries() {
     assert_eq!(d["observed"]["synack_retransmits"], 2);
     assert_eq!(d["observed"]["request_dropped"], true);
     assert_eq!(d["agrees"], true);
+    // Measured, not noticed on a tick: it began with the first SYN-ACK (one initial timeout
+    // before the first retransmit) and the request was found gone when its timer ran out
+    // (1 + 2 + 4 s, each timer a granule late at most, looked up every 0.1 s from then).
+    let rec = recs
+        .iter()
+        .find(|r| r["type"] == "conn" && r["role"] == "server")
+        .unwrap();
+    assert!(rec["start"].is_string(), "{rec}");
+    let took = rec["duration_ms"].as_f64().expect("a duration");
+    assert!((7000.0..7600.0).contains(&took), "{rec}");
+    assert_eq!(rec["states"][0]["state"], "SYN_RECV");
+    assert!(rec["states"][0]["ms"].as_f64().is_some(), "{rec}");
 }
 
 #[test]
@@ -114,6 +126,20 @@ fn time_wait_exhausts_the_port_range() {
         return;
     }
     let recs = lab("time-wait");
+    // Every client closes first and is handed to a timewait socket in FIN_WAIT2 until the
+    // server's FIN (sent when it gets to that connection, up to 100 ms later) turns it into
+    // TIME_WAIT: orderly closes, none of them a FIN_WAIT2 timeout.
+    let fin2: Vec<&Value> = recs
+        .iter()
+        .flat_map(|r| r["diagnosis"].as_array().into_iter().flatten())
+        .filter(|d| d["rule"] == "fin_wait2_timeout")
+        .collect();
+    assert!(fin2.is_empty(), "false FIN_WAIT2 findings: {fin2:#?}");
+    let tw = recs
+        .iter()
+        .filter(|r| r["role"] == "client" && r["time_wait_state"] == "TIME_WAIT")
+        .count();
+    assert!(tw >= 40, "{tw} clients confirmed in TIME_WAIT");
     let d = diag(&recs, "client", "local_port_exhausted");
     assert_eq!(d["sysctl"]["net.ipv4.ip_local_port_range"], "40000 40049");
     assert_eq!(d["sysctl"]["net.ipv4.tcp_tw_reuse"], "0");
@@ -244,4 +270,170 @@ fn ipv6_handshake_mss() {
     let d = diag(&recs, "client", "handshake");
     assert_eq!(d["observed"]["peer_mss"], 1440);
     assert_eq!(d["agrees"], true);
+}
+
+/// A loopback connection churn in this process (the host's namespace) until dropped: the busy
+/// host the lab must ignore. Returns the number of connections made.
+struct Churn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Churn {
+    fn start() -> Self {
+        use std::sync::{Arc, atomic::AtomicBool};
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut threads = Vec::new();
+        let s = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok(_) => n += 1,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_micros(200)),
+                }
+            }
+            n
+        }));
+        let s = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        }));
+        Self { stop, threads }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads.into_iter().map(|t| t.join().unwrap()).sum()
+    }
+}
+
+/// The namespace inodes the lab announces on stderr ("server netns N …, client netns M …").
+fn lab_namespaces(stderr: &str) -> (u64, u64) {
+    let after = |key: &str| -> u64 {
+        let at = stderr
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key:?} in {stderr}"));
+        stderr[at + key.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no inode after {key:?}: {stderr}"))
+    };
+    (after("server netns "), after("client netns "))
+}
+
+#[test]
+fn a_lab_beside_a_busy_loopback_sees_only_itself() {
+    if !privileged() {
+        return;
+    }
+    // Events mode: every event the kernel let through is printed, so a foreign one would show.
+    let churn = Churn::start();
+    let out = tcptrace(&["lab", "close", "--events", "--format", "json"]);
+    let fin = tcptrace(&["lab", "fin-wait2", "--format", "json"]);
+    let made = churn.stop();
+    assert!(made > 200, "the churn made only {made} connections");
+    // Events of the close (4 transitions a side at least), records of the FIN_WAIT2 run.
+    for (name, out, least) in [("close", &out, 8), ("fin-wait2", &fin, 2)] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "lab {name} under churn failed:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(" 0 lost"),
+            "lab {name} lost events:\n{stderr}"
+        );
+        let (srv, cli) = lab_namespaces(&stderr);
+        let lines = harness::json_lines(out);
+        let mut ours = 0;
+        for l in &lines {
+            if let Some(ns) = l["netns"].as_u64() {
+                assert!(ns == srv || ns == cli, "lab {name}: foreign event {l}");
+                ours += 1;
+            }
+            for a in ["laddr", "raddr"] {
+                assert!(
+                    l[a].as_str().is_none_or(|a| !a.starts_with("127.")),
+                    "lab {name}: loopback event {l}"
+                );
+            }
+        }
+        assert!(
+            ours >= least,
+            "lab {name}: too few lines of its own: {lines:?}"
+        );
+    }
+}
+
+#[test]
+fn the_lab_leaves_no_socket_behind() {
+    if !privileged() {
+        return;
+    }
+    // The server closes while its peer drops everything: an orphan in FIN_WAIT1 that would
+    // retransmit for ~100 s (tcp_orphan_retries 0 → 8) in a deleted namespace.
+    let out = tcptrace(&["lab", "user-timeout", "--format", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("closed 1 leftover sockets before deleting the namespaces"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn user_timeout_ends_the_connection_when_it_runs_out() {
+    if !privileged() {
+        return;
+    }
+    let recs = lab("user-timeout");
+    let d = diag(&recs, "client", "data_timeout");
+    assert_eq!(d["overrides"]["TCP_USER_TIMEOUT"], "3000 ms");
+    assert_eq!(d["expected"]["gave_up_after_first_rto_ms"], 3000);
+    // Measured against tcpdump: the end comes 3.0 s after the first RTO retransmission, not
+    // after the next doubled RTO (≈6.4 s).
+    let took = d["observed"]["gave_up_after_first_rto_ms"]
+        .as_u64()
+        .unwrap();
+    assert!((3000..3100).contains(&took), "{d}");
+    assert_eq!(d["agrees"], true, "{d}");
+    let recs = lab("keepalive-user-timeout");
+    let d = diag(&recs, "client", "keepalive_timeout");
+    assert_eq!(d["overrides"]["TCP_USER_TIMEOUT"], "2500 ms");
+    // The first keepalive tick at least 2.5 s after the last packet, not 1 + 10 × 1 s.
+    assert_eq!(d["expected"]["idle_ms"], 3000);
+    assert_eq!(d["agrees"], true, "{d}");
+}
+
+#[test]
+fn a_connect_timeout_reports_one_error_and_no_rtt() {
+    if !privileged() {
+        return;
+    }
+    let out = tcptrace(&["lab", "syn-sent", "--events", "--format", "json"]);
+    assert!(out.status.success());
+    let errors: Vec<Value> = harness::json_lines(&out)
+        .into_iter()
+        .filter(|l| l["type"] == "error")
+        .collect();
+    // tcp_disconnect() reports a second "error" with errno 0 after connect() read ETIMEDOUT.
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0]["errno"], "ETIMEDOUT");
+    let recs = lab("refused");
+    let c = recs
+        .iter()
+        .find(|r| r["type"] == "conn" && r["role"] == "client")
+        .unwrap();
+    assert_eq!(c["srtt_ms"], Value::Null, "no RTT sample: {c}");
 }

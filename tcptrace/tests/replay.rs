@@ -57,7 +57,9 @@ fn replay_text_is_one_line_per_connection() {
     assert!(
         lines[1].contains("[connect_timeout]")
             && lines[1].contains("tcp_syn_retries=1")
-            && lines[1].contains("exactly what the kernel's arithmetic predicts"),
+            && lines[1].contains("gives up at 3 s")
+            && lines[1].contains("measured 3.1 s")
+            && lines[1].contains("so it agrees"),
         "{text}"
     );
 }

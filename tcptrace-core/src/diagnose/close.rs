@@ -106,10 +106,18 @@ pub fn orphan_fin(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     out.push(d);
 }
 
-/// An orphaned FIN_WAIT2 kept by a timewait socket for `tcp_fin_timeout` (or `TCP_LINGER2`).
+/// An orphaned FIN_WAIT2 kept by a timewait socket for `tcp_fin_timeout` (or `TCP_LINGER2`)
+/// that then disappeared without the peer's FIN: judged only once a later look found the
+/// timewait socket gone (a hand-off in FIN_WAIT2 is normal: the peer's FIN usually follows
+/// within milliseconds and turns it into TIME_WAIT).
 pub fn fin_wait2(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     let sys = inp.sys;
-    let Some((TcpState::FIN_WAIT2, timer)) = c.cold().time_wait else {
+    let (Some((TcpState::FIN_WAIT2, timer)), Some(watch)) =
+        (c.cold().time_wait, c.cold().fin_wait2)
+    else {
+        return;
+    };
+    let (Some(gone_ns), Some(handoff_ns)) = (watch.gone_ns, c.end_ns) else {
         return;
     };
     let own = jiffies_override(c, sys, Field::Linger2Jiffies).filter(|_| {
@@ -121,6 +129,16 @@ pub fn fin_wait2(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     let fin_timeout = own.unwrap_or(sys.int_or_default(sc::FIN_TIMEOUT).max(0) as u64 * 1000);
     let rto = first_rto_ms(c, sys);
     let expected = budget::fin_wait2_ms(fin_timeout, rto).min(budget::TIME_WAIT_MS);
+    let ms = |ns: u64| ns.saturating_sub(handoff_ns) / 1_000_000;
+    // When the timer ran out, as the first look's countdown says; timers never fire early
+    // but up to one granule of their timer-wheel level (plus a jiffy) late.
+    let expiry = watch.expires_ns().map(ms);
+    let late = budget::timer_late_max_ms(timer.map_or(expected, u64::from), sys.hz);
+    let (last_seen, gone) = (ms(watch.last_seen_ns), ms(gone_ns));
+    if expiry.is_some_and(|e| gone + LOOK_MARGIN_MS < e) {
+        // Gone before its timer ran out: a reset or a reused port ended it, not the timeout.
+        return;
+    }
     let mut d = Diagnosis::new("fin_wait2_timeout", Severity::Warning, sys);
     d.sysctl = sys.pick(&[sc::FIN_TIMEOUT]);
     if let Some(v) = own {
@@ -129,9 +147,18 @@ pub fn fin_wait2(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     if let Some(t) = timer {
         d.observed.push(("timer_ms", u64::from(t).into()));
     }
+    d.observed.push(("last_seen_ms", last_seen.into()));
+    d.observed.push(("gone_by_ms", gone.into()));
     d.expected.push(("held_ms", expected.into()));
-    // The timer counts down from the budget; it was read shortly after the handoff.
-    let agrees = timer.map(|t| u64::from(t) <= expected && u64::from(t) + 3000 >= expected);
+    d.expected.push(("timer_late_max_ms", late.into()));
+    // The countdown at the first look fits the budget, and the socket went between the last
+    // look that saw it and the first that did not, no earlier than its expiry and no later
+    // than the timer wheel allows.
+    let agrees = timer.zip(expiry).map(|(t, e)| {
+        u64::from(t) <= expected
+            && u64::from(t) + 3000 >= expected
+            && last_seen <= e + late + LOOK_MARGIN_MS
+    });
     d.agrees = agrees;
     let governing = match own {
         Some(v) => format!(
@@ -143,23 +170,31 @@ pub fn fin_wait2(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
         None => format!("{}={}", sc::FIN_TIMEOUT, secs(fin_timeout).replace(' ', "")),
     };
     d.message = format!(
-        "After close(), {} acknowledged our FIN but never sent its own: the connection waits in FIN_WAIT2 \
-         (a timewait socket{}), and is dropped after {} by {governing}, without TIME_WAIT{}. \
+        "After close(), {} acknowledged our FIN but never sent its own: a timewait socket kept the connection in FIN_WAIT2{}, \
+         still there {} after the hand-off and gone by {}, without TIME_WAIT. {governing} allows {}{}. \
          The peer application has not closed its side (it sits in CLOSE_WAIT there), or its FIN is lost.",
         peer(c),
         timer.map_or(String::new(), |t| format!(
-            ", {} left when looked up",
+            " ({} on its timer at the first look)",
             secs(u64::from(t))
         )),
+        secs(last_seen),
+        secs(gone),
         secs(expected),
         match agrees {
-            Some(true) => " — its timer agrees",
-            Some(false) => " — its timer differs",
-            None => "",
+            Some(true) => format!(
+                " — it agrees: the timer ran out (a timer fires up to {} late)",
+                secs(late)
+            ),
+            Some(false) => " — this differs (a late or early end, or events missed)".to_string(),
+            None => String::new(),
         }
     );
     out.push(d);
 }
+
+/// How far apart two looks at a watched timewait socket may be around its expiry.
+const LOOK_MARGIN_MS: u64 = 150;
 
 /// TIME_WAIT: 60 s, fixed; what `tcp_tw_reuse` and `tcp_max_tw_buckets` change.
 pub fn time_wait(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {

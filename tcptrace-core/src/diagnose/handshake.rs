@@ -7,9 +7,35 @@ use crate::{
     tcp::TcpState,
 };
 
-/// IPv4 + TCP headers (20 + 20); IPv6 has 40 + 20.
-fn header_bytes(c: &Conn) -> u32 {
-    if c.laddr.is_ipv6() { 60 } else { 40 }
+/// IP + TCP headers without options: 20 + 20 for IPv4, 40 + 20 for IPv6.
+fn header_bytes(ipv6: bool) -> u32 {
+    if ipv6 { 60 } else { 40 }
+}
+
+/// The largest IP packet: the 16-bit total length (IPv4) or payload length (IPv6, without
+/// jumbograms).
+const IP_MAX_LEN: u32 = 65_535;
+
+/// The MSS a host announces in its SYN for a route of `mtu` (`dst_metric_advmss`: IPv4's
+/// `ipv4_default_advmss`, IPv6's `ip6_default_advmss`): the MTU less the IP and TCP headers
+/// (TCP options are not subtracted: they shrink each segment's payload, not the announced
+/// MSS), at least the route minimum (`min_adv_mss`: 256, and 1220 for IPv6), and capped by the
+/// packet-length field: `65535 − 40` for IPv4, while IPv6 announces 65535 ("use path MTU
+/// discovery") once `65535 − 20` is passed. So loopback (MTU 65536) announces 65495 over IPv4
+/// and 65476 over IPv6.
+pub fn advertised_mss(mtu: u32, ipv6: bool) -> u32 {
+    let h = header_bytes(ipv6);
+    let mss = mtu.saturating_sub(h);
+    if ipv6 {
+        let mss = mss.max(1280 - h);
+        if mss > IP_MAX_LEN - 20 {
+            IP_MAX_LEN
+        } else {
+            mss
+        }
+    } else {
+        mss.max(256).min(IP_MAX_LEN - h)
+    }
 }
 
 pub fn options(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
@@ -65,19 +91,29 @@ pub fn options(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     if let Some(mss) = o.mss {
         d.observed.push(("peer_mss", u32::from(mss).into()));
         if let Some(mtu) = inp.mtu {
-            let allowed = mtu.saturating_sub(header_bytes(c));
+            let v6 = c.laddr.is_ipv6();
+            let allowed = advertised_mss(mtu, v6);
             d.expected.push(("mtu", mtu.into()));
             d.expected.push(("mss", allowed.into()));
             d.agrees = Some(u32::from(mss) == allowed);
-            mss_text = if u32::from(mss) < allowed {
+            let why = if allowed < mtu.saturating_sub(header_bytes(v6)) {
                 format!(
-                    "; the peer announced MSS {mss}, less than the {allowed} our interface MTU {mtu} allows: its MTU or an MSS clamp on the path is smaller"
+                    "the most a {IP_MAX_LEN}-byte IP packet carries: {IP_MAX_LEN} − {} header bytes, below what MTU {mtu} would allow",
+                    header_bytes(v6)
                 )
+            } else if allowed > mtu.saturating_sub(header_bytes(v6)) {
+                format!("the kernel's floor for MTU {mtu}")
             } else {
-                format!(
-                    "; MSS {mss} (= MTU {mtu} − {} header bytes)",
-                    header_bytes(c)
-                )
+                format!("MTU {mtu} − {} header bytes", header_bytes(v6))
+            };
+            mss_text = match u32::from(mss).cmp(&allowed) {
+                std::cmp::Ordering::Less => format!(
+                    "; the peer announced MSS {mss}, less than the {allowed} a host with our interface's MTU {mtu} announces ({why}): its MTU is smaller, or an MSS clamp (TCP_MAXSEG, a firewall's TCPMSS rule) is on the path"
+                ),
+                std::cmp::Ordering::Equal => format!("; MSS {mss} (= {why})"),
+                std::cmp::Ordering::Greater => format!(
+                    "; the peer announced MSS {mss}, more than the {allowed} our interface's MTU {mtu} gives ({why}): its MTU is larger; we send at most our own"
+                ),
             };
         } else {
             mss_text = format!("; the peer announced MSS {mss}");
@@ -89,4 +125,31 @@ pub fn options(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
         parts.join(", ")
     );
     out.push(d);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised_mss;
+
+    /// `(mtu, IPv4 MSS, IPv6 MSS)` as the kernel announces them (`ipv4_default_advmss`,
+    /// `ip6_default_advmss` with the default `min_adv_mss`), checked live for 1500 and 65536.
+    const MSS_BY_MTU: [(u32, u32, u32); 9] = [
+        (68, 256, 1220),
+        (576, 536, 1220),
+        (1280, 1240, 1220),
+        (1400, 1360, 1340),
+        (1500, 1460, 1440),
+        (9000, 8960, 8940),
+        (65_535, 65_495, 65_475),
+        (65_536, 65_495, 65_476),
+        (65_600, 65_495, 65_535),
+    ];
+
+    #[test]
+    fn announced_mss_for_every_mtu() {
+        for (mtu, v4, v6) in MSS_BY_MTU {
+            assert_eq!(advertised_mss(mtu, false), v4, "IPv4 MTU {mtu}");
+            assert_eq!(advertised_mss(mtu, true), v6, "IPv6 MTU {mtu}");
+        }
+    }
 }

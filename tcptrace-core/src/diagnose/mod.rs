@@ -9,6 +9,8 @@ mod open;
 pub mod rules;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_normal;
 
 use crate::{
     lifecycle::Conn,

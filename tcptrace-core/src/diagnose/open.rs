@@ -110,52 +110,77 @@ fn syn_timeout(c: &Conn, sys: &Sysctls, out: &mut Vec<Diagnosis>) {
         .push(("retransmit_at_ms", plan.retransmit_at_ms.clone().into()));
     d.expected
         .push(("gave_up_after_ms", plan.give_up_ms.into()));
-    let agrees =
-        sent == plan.retransmits() && took.is_none_or(|t| close_enough(t, plan.give_up_ms, 500, 5));
+    // Timers never fire early, and each fires up to one timer-wheel granule late.
+    let late = plan.late_max_ms(sys.hz);
+    d.expected.push(("timer_late_max_ms", late.into()));
+    let agrees = sent == plan.retransmits()
+        && took.is_none_or(|t| within_timer_slack(t, plan.give_up_ms, late));
     d.agrees = Some(agrees);
     let governing = match (own, ut) {
         (_, Some(ut)) => format!(
-            "TCP_USER_TIMEOUT={ut} ms set on the socket replaces the sysctl budget ({} allows {})",
+            "TCP_USER_TIMEOUT={ut} ms set on the socket replaces the time budget of {}={retries} ({}); the last timer is cut short to end at it",
             sc::SYN_RETRIES,
             secs(budget::model_timeout_ms(retries, 1000, sys.rto_max_ms()))
         ),
         (Some(n), None) => format!(
-            "TCP_SYNCNT={n} set on the socket overrides {}={}; it gives a budget of {}",
+            "TCP_SYNCNT={n} set on the socket overrides {}={}; it gives a time budget of {}",
             sc::SYN_RETRIES,
             sys.raw(sc::SYN_RETRIES).unwrap_or("?"),
             secs(plan.budget_ms)
         ),
         (None, None) => format!(
-            "{}={retries} gives a budget of {}",
+            "{}={retries} gives a time budget of {}",
             sc::SYN_RETRIES,
             secs(plan.budget_ms)
         ),
     };
     let spacing = if linear > 0 {
         format!(
-            " (the first {linear} retransmits 1 s apart per {}={linear}, then doubling)",
+            " and at most {} retransmits (the first {linear} 1 s apart per {}={linear}, then doubling)",
+            retries + linear,
             sc::SYN_LINEAR_TIMEOUTS
         )
     } else {
         " (retransmits at 1, 2, 4, 8 … s intervals)".to_string()
     };
-    let verdict = if agrees {
-        "exactly what the kernel's arithmetic predicts".to_string()
-    } else {
-        format!(
-            "the kernel's arithmetic predicts {} retransmits and {}; this differs (events missed, or a BPF program changed the timeouts)",
-            plan.retransmits(),
-            secs(plan.give_up_ms)
-        )
+    let schedule = plan
+        .retransmit_at_ms
+        .iter()
+        .map(|t| secs(*t))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let verdict = match (agrees, took) {
+        (true, Some(t)) => format!(
+            "measured {}, {} after the prediction: within the {} its timers may add (each fires up to one timer-wheel granule late), so it agrees",
+            secs(t),
+            secs(t.saturating_sub(plan.give_up_ms)),
+            secs(late)
+        ),
+        (true, None) => "it agrees".to_string(),
+        (false, _) => format!(
+            "measured {sent} retransmits and {}; this differs (events missed, or a BPF program changed the timeouts)",
+            took.map_or("?".into(), secs)
+        ),
     };
     d.message = format!(
-        "connect() to {} timed out after {} with {sent} unanswered SYN retransmits: {governing}{spacing} — {verdict}. \
+        "connect() to {} timed out after {} with {sent} unanswered SYN retransmits. {governing}{spacing}: the kernel retransmits at {schedule} and gives up at {} — {verdict}. \
          Something drops the SYNs (firewall, host down, no route back).",
         peer(c),
-        took.map_or("?".into(), secs)
+        took.map_or("?".into(), secs),
+        secs(plan.give_up_ms),
     );
     out.push(d);
 }
+
+/// Whether `measured_ms` is what a kernel timer schedule predicting `predicted_ms` can give:
+/// never earlier (but for the millisecond the stamps are rounded to), at most `late_ms` plus
+/// [`PROCESSING_MS`] later.
+pub(super) fn within_timer_slack(measured_ms: u64, predicted_ms: u64, late_ms: u64) -> bool {
+    measured_ms + 1 >= predicted_ms && measured_ms <= predicted_ms + late_ms + PROCESSING_MS
+}
+
+/// What softirq and scheduling delays may add on top of the timers' own lateness.
+const PROCESSING_MS: u64 = 50;
 
 fn no_local_port(c: &Conn, sys: &Sysctls, out: &mut Vec<Diagnosis>) {
     let mut d = Diagnosis::new("local_port_exhausted", Severity::Error, sys);
@@ -235,18 +260,26 @@ pub fn half_open(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
         (Some(a), Some(b)) => b - a,
         _ => 0,
     };
-    let agrees =
-        sent == plan.retransmits() && span.is_none_or(|s| close_enough(s, expected_span, 300, 5));
+    // Dropped when the timer after the last retransmit ran out: found gone by a look made
+    // from then on, every 0.1 s; each timer may fire a granule late.
+    let late = plan.late_max_ms(sys.hz);
+    let dropped_after = c.duration_ns().filter(|_| gone).map(ms);
+    if let Some(t) = dropped_after {
+        d.observed.push(("dropped_after_ms", t.into()));
+        d.expected.push(("timer_late_max_ms", late.into()));
+    }
+    let agrees = sent == plan.retransmits()
+        && span.is_none_or(|s| close_enough(s, expected_span, 300, 5))
+        && dropped_after.is_none_or(|t| within_timer_slack(t, plan.give_up_ms, late + LOOK_MS));
     d.agrees = Some(agrees && gone);
     d.message = format!(
         "Half-open handshake from {}: the client never acknowledged our SYN-ACK, which was retransmitted {sent} times{}. \
          {}={retries} allows {} retransmits (at {} after the SYN), then the request is dropped after {}{}. \
          The client's ACKs are lost on the way back, or it was a scan/SYN flood.",
         peer(c),
-        if gone {
-            " before the request was dropped"
-        } else {
-            ""
+        match dropped_after {
+            Some(t) => format!("; the request socket was gone {} after the SYN", secs(t)),
+            None => String::new(),
         },
         sc::SYNACK_RETRIES,
         plan.retransmits(),
@@ -257,13 +290,16 @@ pub fn half_open(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
             .join(", "),
         secs(plan.give_up_ms),
         if agrees {
-            " — it did"
+            format!(" — it agrees (its timers may add up to {})", secs(late))
         } else {
-            " — this differs"
+            " — this differs".to_string()
         },
     );
     out.push(d);
 }
+
+/// How long after a request socket's expected drop the look that finds it gone may come.
+const LOOK_MS: u64 = 150;
 
 /// Retransmits counted in states where live data retransmission rules apply.
 fn data_retransmits(c: &Conn) -> u32 {
@@ -301,6 +337,9 @@ pub fn data_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     let sent = c.cold().retransmits.total;
     // The loss began one RTO before the first retransmit.
     let elapsed = ms(end.saturating_sub(first)) + rto0;
+    if let Some(ut) = ut {
+        return user_timeout_expired(c, inp, ut, &plan, end, out);
+    }
     let mut d = Diagnosis::new("data_timeout", Severity::Error, sys);
     d.sysctl = sys.pick(&[sc::RETRIES2, sc::RETRIES1, sc::RTO_MIN_US, sc::RTO_MAX_MS]);
     add_user_timeout(&mut d, ut);
@@ -313,19 +352,13 @@ pub fn data_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
     let agrees = super::matches_schedule(sent, elapsed, &plan, rto0);
     d.agrees = Some(agrees);
     let route = budget::model_timeout_ms(retries1, budget::RTO_MIN_MS, sys.rto_max_ms());
-    let governing = match ut {
-        Some(ut) => format!(
-            "TCP_USER_TIMEOUT={ut} ms set on the socket replaces the {}={retries2} budget",
-            sc::RETRIES2
-        ),
-        None => format!(
-            "{}={retries2} gives a budget of {} counted from the first retransmission (RTO doubling from {} ms up to {})",
-            sc::RETRIES2,
-            secs(plan.budget_ms),
-            rto0,
-            secs(sys.rto_max_ms())
-        ),
-    };
+    let governing = format!(
+        "{}={retries2} gives a budget of {} counted from the first retransmission (RTO doubling from {} ms up to {})",
+        sc::RETRIES2,
+        secs(plan.budget_ms),
+        rto0,
+        secs(sys.rto_max_ms())
+    );
     d.message = format!(
         "The peer {} stopped acknowledging: {sent} retransmits over {}, then the kernel gave up (ETIMEDOUT). {governing}; \
          the kernel expects {} retransmits and {}{}. After {} ({}={retries1}) it already suspected the route.",
@@ -340,6 +373,72 @@ pub fn data_timeout(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
         },
         secs(route),
         sc::RETRIES1,
+    );
+    out.push(d);
+}
+
+/// A data timeout under `TCP_USER_TIMEOUT`: the kernel gives up exactly the user timeout after
+/// its first RTO retransmission (`retrans_stamp`; a tail loss probe before it does not count,
+/// measured on 6.18), its last timer cut short to end there.
+fn user_timeout_expired(
+    c: &Conn,
+    inp: &Inputs,
+    ut: u64,
+    plan: &budget::Schedule,
+    end: u64,
+    out: &mut Vec<Diagnosis>,
+) {
+    let sys = inp.sys;
+    let r = &c.cold().retransmits;
+    let n = plan.retransmits();
+    // One more than the schedule: the first was a tail loss probe.
+    let tlp = r.total == n + 1;
+    let Some(stamp) = (if tlp { r.second_ns } else { r.first_ns }) else {
+        return;
+    };
+    let measured = ms(end.saturating_sub(stamp));
+    // Only the last, shortened timer can make the end late.
+    let last_timer = plan.give_up_ms - plan.retransmit_at_ms.last().copied().unwrap_or(0);
+    let late = budget::timer_late_max_ms(last_timer, sys.hz);
+    let agrees = (r.total == n || tlp) && within_timer_slack(measured, ut, late);
+    let mut d = Diagnosis::new("data_timeout", Severity::Error, sys);
+    d.sysctl = sys.pick(&[sc::RETRIES2, sc::RTO_MIN_US, sc::RTO_MAX_MS]);
+    add_user_timeout(&mut d, Some(ut));
+    d.observed.push(("retransmits", r.total.into()));
+    d.observed
+        .push(("gave_up_after_first_rto_ms", measured.into()));
+    d.expected.push(("retransmits", n.into()));
+    d.expected
+        .push(("retransmit_at_ms", plan.retransmit_at_ms.clone().into()));
+    d.expected.push(("gave_up_after_first_rto_ms", ut.into()));
+    d.expected.push(("last_timer_ms", last_timer.into()));
+    d.expected.push(("timer_late_max_ms", late.into()));
+    d.agrees = Some(agrees);
+    d.message = format!(
+        "The peer {} stopped acknowledging: {} retransmits{}, then the kernel gave up (ETIMEDOUT) {} after the first RTO retransmission. \
+         TCP_USER_TIMEOUT={ut} ms set on the socket replaces {}={}: the kernel gives up {} after the first RTO retransmission, \
+         its RTO doubling ({} retransmits) and the last timer cut to {} so that it ends exactly then{}.",
+        peer(c),
+        r.total,
+        if tlp {
+            " (the first a tail loss probe)"
+        } else {
+            ""
+        },
+        secs(measured),
+        sc::RETRIES2,
+        sys.raw(sc::RETRIES2).unwrap_or("?"),
+        secs(ut),
+        n,
+        secs(last_timer),
+        if agrees {
+            format!(
+                " — it agrees (the last timer may fire up to {} late)",
+                secs(late)
+            )
+        } else {
+            " — this differs (events missed, or the option changed)".to_string()
+        },
     );
     out.push(d);
 }
@@ -412,14 +511,25 @@ pub fn keepalive(c: &Conn, inp: &Inputs, out: &mut Vec<Diagnosis>) {
             replaced.join(", ")
         )
     };
+    let rule = match ut {
+        Some(ut) => format!(
+            "TCP_USER_TIMEOUT={ut} ms set on the socket replaces the probe count: the kernel resets at the first keepalive tick ({} idle, then every {}) at least {ut} ms after the peer was last heard, once a probe went unanswered: {}",
+            secs(time),
+            secs(intvl),
+            secs(expected)
+        ),
+        None => format!(
+            "The kernel allows {} idle + {probes} probes × {} = {}",
+            secs(time),
+            secs(intvl),
+            secs(expected)
+        ),
+    };
     d.message = format!(
-        "Keepalive killed the connection to {} after {} of silence: {probes} probes went unanswered, then RST and ETIMEDOUT. \
-         The kernel allows {} idle + {probes} probes × {} = {}{}.{overrides} The peer is gone, or something drops its packets.",
+        "Keepalive killed the connection to {} after {} of silence: its probes went unanswered, then RST and ETIMEDOUT. \
+         {rule}{}.{overrides} The peer is gone, or something drops its packets.",
         peer(c),
         secs(idle_ms),
-        secs(time),
-        secs(intvl),
-        secs(expected),
         if agrees {
             " — it agrees"
         } else {

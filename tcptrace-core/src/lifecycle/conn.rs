@@ -152,14 +152,19 @@ pub struct Retransmits {
     pub failed: u32,
     pub by_state: [u16; STATE_SLOTS],
     pub by_kind: [u16; SEGMENT_KINDS],
-    /// When the first and the latest retransmission happened.
+    /// When the first, the second and the latest retransmission happened (the second is the
+    /// first RTO retransmission when a tail loss probe came first).
     pub first_ns: Option<u64>,
+    pub second_ns: Option<u64>,
     pub last_ns: Option<u64>,
 }
 
 impl Retransmits {
     pub fn add(&mut self, state: TcpState, kind: SegmentKind, ts_ns: u64) {
         self.total += 1;
+        if self.first_ns.is_some() && self.second_ns.is_none() {
+            self.second_ns = Some(ts_ns);
+        }
         self.first_ns.get_or_insert(ts_ns);
         self.last_ns = Some(ts_ns);
         if let Some(c) = self.by_state.get_mut(state.0 as usize) {
@@ -195,6 +200,17 @@ impl Retransmits {
         for (a, b) in self.by_kind.iter_mut().zip(other.by_kind) {
             *a = a.saturating_add(b);
         }
+        let mut all: Vec<u64> = [
+            self.first_ns,
+            self.second_ns,
+            other.first_ns,
+            other.second_ns,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        all.sort_unstable();
+        self.second_ns = all.get(1).copied();
         self.first_ns = match (self.first_ns, other.first_ns) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -251,8 +267,33 @@ pub struct Cold {
     pub close_task: Option<Owner>,
     /// Socket numbers at the end (or the latest known).
     pub sock: Option<SockSnapshot>,
-    /// Timewait socket the kernel handed the connection to: its state and timer.
+    /// Timewait socket the kernel handed the connection to: its state and timer (at the look
+    /// that settled it: the first, or for a FIN_WAIT2 hand-off the one that saw it change).
     pub time_wait: Option<(TcpState, Option<u32>)>,
+    /// A hand-off in FIN_WAIT2: what the later looks at the timewait socket saw.
+    pub fin_wait2: Option<FinWait2Watch>,
+}
+
+/// A connection handed to a timewait socket in FIN_WAIT2 (our FIN acknowledged, the peer's
+/// not yet received) is watched with further sock_diag looks until the socket becomes
+/// TIME_WAIT (the peer's FIN came: an orderly close) or disappears (its timer expired, or a
+/// reset ended it). Every look is a recorded `timewait` fact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FinWait2Watch {
+    /// The first look: when, and the timer it reported.
+    pub first_ns: u64,
+    pub timer_ms: Option<u32>,
+    /// The latest look that still found it in FIN_WAIT2.
+    pub last_seen_ns: u64,
+    /// The look that found it gone.
+    pub gone_ns: Option<u64>,
+}
+
+impl FinWait2Watch {
+    /// When its timer runs out, as the first look reported it.
+    pub fn expires_ns(&self) -> Option<u64> {
+        Some(self.first_ns + u64::from(self.timer_ms?) * 1_000_000)
+    }
 }
 
 /// What [`Conn::cold`] shows for a connection that has none.
@@ -263,6 +304,7 @@ static NO_COLD: Cold = Cold {
         by_state: [0; STATE_SLOTS],
         by_kind: [0; SEGMENT_KINDS],
         first_ns: None,
+        second_ns: None,
         last_ns: None,
     },
     resets_sent: 0,
@@ -273,6 +315,7 @@ static NO_COLD: Cold = Cold {
     close_task: None,
     sock: None,
     time_wait: None,
+    fin_wait2: None,
 };
 
 /// A connection being tracked, and (once finished) its record.
@@ -422,14 +465,17 @@ impl Conn {
             || (self.visited(TcpState::CLOSING) && self.cold().time_wait.is_some())
     }
 
-    /// Whether the peer's FIN arrived (one sequence number in `bytes_received`).
+    /// Whether the full socket received the peer's FIN (one sequence number in
+    /// `bytes_received`). A FIN that reached the timewait socket after a FIN_WAIT2 hand-off
+    /// came too late to be counted.
     fn fin_received(&self) -> bool {
         self.visited(TcpState::CLOSE_WAIT)
             || self.visited(TcpState::CLOSING)
-            || self
-                .cold()
-                .time_wait
-                .is_some_and(|(s, _)| s == TcpState::TIME_WAIT)
+            || (self.cold().fin_wait2.is_none()
+                && self
+                    .cold()
+                    .time_wait
+                    .is_some_and(|(s, _)| s == TcpState::TIME_WAIT))
     }
 
     /// Payload bytes the peer acknowledged: `tcp_sock.bytes_acked` less the sequence numbers
@@ -446,8 +492,9 @@ impl Conn {
         Some(raw.saturating_sub(u64::from(self.fin_received())))
     }
 
+    /// Smoothed RTT; None when the kernel has no sample (`srtt_us` 0: never acknowledged).
     pub fn srtt_us(&self) -> Option<u64> {
-        self.cold().sock?.get(Field::SrttUs)
+        self.cold().sock?.get(Field::SrttUs).filter(|us| *us != 0)
     }
 }
 

@@ -6,9 +6,11 @@ pub mod keys;
 pub mod table;
 pub mod visits;
 
-pub use conn::{Cold, Conn, End, Options, Owner, Retransmits, Role, Visit, Visits, note};
+pub use conn::{
+    Cold, Conn, End, FinWait2Watch, Options, Owner, Retransmits, Role, Visit, Visits, note,
+};
 pub use keys::TupleKey;
-pub use table::{ConnTable, TableConfig, TableStats};
+pub use table::{ConnTable, HalfOpenRequest, TableConfig, TableStats};
 
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,15 @@
 //! The connection table: consumes events in order and emits one finished [`Conn`] per
 //! lifecycle. Pure: time comes from the events and from `advance(now)`.
-use std::collections::{HashMap, VecDeque};
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, VecDeque},
+};
 
 /// The table's maps: a fast hasher, seeded per process (tuples come from the network).
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use super::{
-    conn::{Conn, End, Options, Owner, Role, Visit, note},
+    conn::{Conn, End, FinWait2Watch, Options, Owner, Role, Visit, note},
     end::classify,
     keys::{ListenKey, SockKey, TupleKey},
 };
@@ -69,8 +72,19 @@ pub struct TableStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TimeWait {
     NotExpected,
+    /// No look at the timewait socket yet.
     Waiting,
+    /// Handed off in FIN_WAIT2: watched until it becomes TIME_WAIT or disappears.
+    Watching,
     Known,
+}
+
+/// How long after its timer should have run out a watched FIN_WAIT2 timewait socket may still
+/// be seen before its record goes out unresolved: the timer wheel fires a timer late by up to
+/// one granule of its level (about 1/8 of the timeout), plus the looks' own spacing.
+fn fin_wait2_deadline(w: &FinWait2Watch) -> u64 {
+    let timer_ns = u64::from(w.timer_ms.unwrap_or(crate::budget::TIME_WAIT_MS as u32)) * 1_000_000;
+    w.first_ns + timer_ns + timer_ns / 7 + 2_000_000_000
 }
 
 struct Closing {
@@ -90,6 +104,10 @@ pub struct ConnTable {
     closing_by_tuple: Map<TupleKey, u64>,
     grace_queue: VecDeque<(u64, u64)>,
     tw_queue: VecDeque<(u64, u64)>,
+    /// Watched FIN_WAIT2 hand-offs by the time their record goes out unresolved.
+    fin_wait2_queue: BinaryHeap<Reverse<(u64, u64)>>,
+    /// The ids of the closing connections being watched in FIN_WAIT2.
+    watching: Map<u64, ()>,
     half_open: Map<SockKey, Conn>,
     half_open_by_tuple: Map<TupleKey, SockKey>,
     seeded: Map<TupleKey, Conn>,
@@ -119,6 +137,8 @@ impl ConnTable {
             closing_by_tuple: Map::default(),
             grace_queue: VecDeque::new(),
             tw_queue: VecDeque::new(),
+            fin_wait2_queue: BinaryHeap::new(),
+            watching: Map::default(),
             half_open: Map::default(),
             half_open_by_tuple: Map::default(),
             seeded: Map::default(),
@@ -225,11 +245,10 @@ impl ConnTable {
             (TcpState::LISTEN, TcpState::SYN_RECV) => {
                 self.finish_missed_close(key, ev.ts_ns, out);
                 let mut c = self.new_conn(ev, Role::Server);
-                c.start_ns = Some(ev.ts_ns);
                 // Runs in softirq: the owner is the listener's, never the current task.
                 c.owner = self.listeners.get(&listen).copied().flatten();
-                c.enter(TcpState::SYN_RECV, ev.ts_ns);
                 let tuple = TupleKey::of(ev);
+                let mut since = ev.ts_ns;
                 if let Some(req_key) = self.half_open_by_tuple.remove(&tuple)
                     && let Some(req) = self.half_open.remove(&req_key)
                 {
@@ -237,7 +256,11 @@ impl ConnTable {
                         c.cold_mut().retransmits.merge(&req.cold().retransmits);
                     }
                     c.owner = c.owner.or(req.owner);
+                    // The handshake began with the request socket, SYN-ACK retransmits ago.
+                    since = req.start_ns.map_or(since, |s| s.min(since));
                 }
+                c.start_ns = Some(since);
+                c.enter(TcpState::SYN_RECV, since);
                 self.insert_live(key, Box::new(c), out);
                 return;
             }
@@ -447,6 +470,11 @@ impl ConnTable {
             }
             let mut c = self.new_conn(ev, Role::Server);
             c.notes |= note::HALF_OPEN;
+            // The request socket sent its first SYN-ACK one initial timeout (TCP_TIMEOUT_INIT)
+            // before this first retransmit: that is when the handshake began (the timer may
+            // have fired up to a timer-wheel granule late, 36 ms at HZ=250).
+            let start = ev.ts_ns.saturating_sub(SYNACK_TIMEOUT_INIT_NS);
+            c.start_ns = Some(start);
             c.owner = self
                 .listeners
                 .get(&ListenKey {
@@ -457,7 +485,7 @@ impl ConnTable {
                 .flatten();
             c.visits.push(Visit {
                 state: TcpState::SYN_RECV,
-                since_ns: None,
+                since_ns: Some(start),
             });
             self.half_open_by_tuple.insert(TupleKey::of(ev), key);
             self.half_open.insert(key, c);
@@ -508,6 +536,9 @@ impl ConnTable {
     }
 
     fn on_error(&mut self, ev: &Event, errno: i32) {
+        if ev.kind.is_empty_error_report() {
+            return;
+        }
         let Some(c) = (ev.sk != 0).then(|| self.target(ev)).flatten() else {
             self.stats.unattached += 1;
             return;
@@ -515,6 +546,8 @@ impl ConnTable {
         c.cold_mut().error.get_or_insert(errno);
     }
 
+    /// A look at the timewait socket of a connection that closed from FIN_WAIT2/CLOSING: the
+    /// first settles it unless it shows FIN_WAIT2, which is then watched by further looks.
     fn on_time_wait(
         &mut self,
         ev: &Event,
@@ -529,14 +562,63 @@ impl ConnTable {
         let Some(cl) = self.closing.get_mut(&id) else {
             return;
         };
-        cl.conn.cold_mut().time_wait = state.map(|s| (s, timer_ms));
-        if state.is_none() {
-            cl.conn.notes |= note::NO_TIME_WAIT;
+        let cold = cl.conn.cold_mut();
+        match (cl.tw, state) {
+            (TimeWait::Watching, Some(TcpState::FIN_WAIT2)) => {
+                if let Some(w) = cold.fin_wait2.as_mut() {
+                    w.last_seen_ns = ev.ts_ns;
+                }
+                return;
+            }
+            (TimeWait::Watching, None) => {
+                // Gone: its timer expired, or a reset (or a reused port) ended it early.
+                if let Some(w) = cold.fin_wait2.as_mut() {
+                    w.gone_ns = Some(ev.ts_ns);
+                }
+                cl.tw = TimeWait::Known;
+            }
+            (TimeWait::Watching, Some(s)) => {
+                // The peer's FIN reached the timewait socket: an orderly close after all.
+                cold.time_wait = Some((s, timer_ms));
+                cl.tw = TimeWait::Known;
+            }
+            (TimeWait::Known | TimeWait::NotExpected, _) => return,
+            (TimeWait::Waiting, Some(TcpState::FIN_WAIT2)) => {
+                cold.time_wait = Some((TcpState::FIN_WAIT2, timer_ms));
+                let w = FinWait2Watch {
+                    first_ns: ev.ts_ns,
+                    timer_ms,
+                    last_seen_ns: ev.ts_ns,
+                    gone_ns: None,
+                };
+                cold.fin_wait2 = Some(w);
+                cl.tw = TimeWait::Watching;
+                self.watching.insert(id, ());
+                self.fin_wait2_queue
+                    .push(Reverse((fin_wait2_deadline(&w), id)));
+                return;
+            }
+            (TimeWait::Waiting, _) => {
+                cold.time_wait = state.map(|s| (s, timer_ms));
+                if state.is_none() {
+                    cl.conn.notes |= note::NO_TIME_WAIT;
+                }
+                cl.tw = TimeWait::Known;
+            }
         }
-        cl.tw = TimeWait::Known;
         if cl.grace_over {
             self.finish_closing(id, out);
         }
+    }
+
+    /// Connections handed off in FIN_WAIT2 whose timewait socket is still being watched: the
+    /// runtime looks at each again (see [`FinWait2Watch`]).
+    pub fn fin_wait2_watches(&self) -> impl Iterator<Item = (TupleKey, FinWait2Watch)> + '_ {
+        self.watching
+            .keys()
+            .filter_map(|id| self.closing.get(id))
+            .filter(|cl| cl.tw == TimeWait::Watching)
+            .filter_map(|cl| Some((TupleKey::of_conn(&cl.conn), cl.conn.cold().fin_wait2?)))
     }
 
     fn on_request_gone(&mut self, ev: &Event, out: &mut Vec<Conn>) {
@@ -623,6 +705,7 @@ impl ConnTable {
         let Some(cl) = self.closing.remove(&id) else {
             return;
         };
+        self.watching.remove(&id);
         if self.closing_by_sk.get(&cl.key) == Some(&id) {
             self.closing_by_sk.remove(&cl.key);
         }
@@ -631,7 +714,7 @@ impl ConnTable {
             self.closing_by_tuple.remove(&tuple);
         }
         let mut c = cl.conn;
-        if cl.tw == TimeWait::Waiting {
+        if matches!(cl.tw, TimeWait::Waiting | TimeWait::Watching) {
             c.notes |= note::TIME_WAIT_UNCONFIRMED;
             self.stats.time_wait_unconfirmed += 1;
         }
@@ -660,12 +743,15 @@ impl ConnTable {
                 continue;
             };
             cl.grace_over = true;
-            if cl.tw == TimeWait::Waiting {
-                let closed = cl.conn.end_ns.unwrap_or(due);
-                self.tw_queue
-                    .push_back((closed.saturating_add(self.cfg.time_wait_wait_ns), id));
-            } else {
-                self.finish_closing(id, out);
+            match cl.tw {
+                TimeWait::Waiting => {
+                    let closed = cl.conn.end_ns.unwrap_or(due);
+                    self.tw_queue
+                        .push_back((closed.saturating_add(self.cfg.time_wait_wait_ns), id));
+                }
+                // Its own deadline (or the look that settles it) lets it out.
+                TimeWait::Watching => {}
+                _ => self.finish_closing(id, out),
             }
         }
         while let Some(&(due, id)) = self.tw_queue.front() {
@@ -673,7 +759,26 @@ impl ConnTable {
                 break;
             }
             self.tw_queue.pop_front();
-            self.finish_closing(id, out);
+            if self
+                .closing
+                .get(&id)
+                .is_some_and(|cl| cl.tw != TimeWait::Watching)
+            {
+                self.finish_closing(id, out);
+            }
+        }
+        while let Some(&Reverse((due, id))) = self.fin_wait2_queue.peek() {
+            if due > now_ns {
+                break;
+            }
+            self.fin_wait2_queue.pop();
+            if self
+                .closing
+                .get(&id)
+                .is_some_and(|cl| cl.tw == TimeWait::Watching && cl.grace_over)
+            {
+                self.finish_closing(id, out);
+            }
         }
     }
 
@@ -686,6 +791,8 @@ impl ConnTable {
         }
         self.grace_queue.clear();
         self.tw_queue.clear();
+        self.fin_wait2_queue.clear();
+        self.watching.clear();
         let mut rest: Vec<Conn> = self.live.drain().map(|(_, c)| *c).collect();
         rest.extend(self.half_open.drain().map(|(_, c)| c));
         rest.extend(self.seeded.drain().map(|(_, c)| c));
@@ -699,13 +806,40 @@ impl ConnTable {
         }
     }
 
-    /// Request sockets of half-open handshakes with no SYN-ACK retransmit since
-    /// `idle_before_ns`: the runtime asks sock_diag whether they still exist.
-    pub fn idle_half_open(&self, idle_before_ns: u64) -> Vec<(u32, u64, TupleKey)> {
-        self.half_open
-            .iter()
-            .filter(|(_, c)| c.last_ns < idle_before_ns)
-            .map(|(k, c)| (k.netns, k.sk, TupleKey::of_conn(c)))
-            .collect()
+    /// Request sockets of half-open handshakes, with when their last SYN-ACK went out and how
+    /// many were retransmitted: the runtime asks sock_diag whether each still exists once its
+    /// timer should have dropped it.
+    pub fn half_open_requests(&self) -> impl Iterator<Item = HalfOpenRequest> + '_ {
+        self.half_open.iter().map(|(k, c)| HalfOpenRequest {
+            netns: k.netns,
+            sk: k.sk,
+            tuple: TupleKey::of_conn(c),
+            last_synack_ns: c.cold().retransmits.last_ns.unwrap_or(c.last_ns),
+            synacks: c.cold().retransmits.total,
+        })
+    }
+}
+
+/// The first SYN-ACK's timeout (`TCP_TIMEOUT_INIT`).
+const SYNACK_TIMEOUT_INIT_NS: u64 = crate::budget::TIMEOUT_INIT_MS * 1_000_000;
+
+/// A half-open handshake's request socket, as [`ConnTable::half_open_requests`] lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HalfOpenRequest {
+    pub netns: u32,
+    pub sk: u64,
+    pub tuple: TupleKey,
+    pub last_synack_ns: u64,
+    /// SYN-ACK retransmits so far.
+    pub synacks: u32,
+}
+
+impl HalfOpenRequest {
+    /// When the request timer that follows the last retransmit runs out (`reqsk_timer_handler`
+    /// re-arms it at `TCP_TIMEOUT_INIT << num_timeout`, capped at `rto_max_ms`): the request is
+    /// dropped then if the retries are spent, else it retransmits again.
+    pub fn next_timer_ns(&self, rto_max_ms: u64) -> u64 {
+        let ms = (crate::budget::TIMEOUT_INIT_MS << self.synacks.min(20)).min(rto_max_ms);
+        self.last_synack_ns + ms * 1_000_000
     }
 }

@@ -32,6 +32,14 @@ fn owner(buf: &mut Vec<u8>, k: &str, o: Option<Owner>) {
     }
 }
 
+/// `,"netns_name":"…"`, or null when the namespace has no recorded name.
+pub(super) fn netns_name(buf: &mut Vec<u8>, ctx: &Context, netns: Option<u32>) {
+    match netns.and_then(|ns| ctx.netns_name(ns)) {
+        Some(n) => text(buf, "netns_name", n),
+        None => null(buf, "netns_name"),
+    }
+}
+
 /// `{"a":1,"b":2}` from `(name, count)` pairs.
 fn counts<'a>(buf: &mut Vec<u8>, k: &str, items: impl Iterator<Item = (&'a str, u16)>) {
     object(buf, k, items, push_int);
@@ -44,6 +52,7 @@ pub fn write(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, diagnoses: &[Diagnosis]
     key(buf, "sk");
     push_hex(buf, c.sk);
     opt_num(buf, "netns", c.netns);
+    netns_name(buf, ctx, c.netns);
     opt_num(buf, "pid", c.owner.map(|o| o.pid));
     match c.owner {
         Some(o) => {
@@ -191,6 +200,9 @@ pub struct ConnLine {
     pub time: String,
     pub sk: String,
     pub netns: Option<u32>,
+    /// Absent in records written before namespace names were.
+    #[serde(default)]
+    pub netns_name: Option<String>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
     /// Absent in records written before cgroups were.

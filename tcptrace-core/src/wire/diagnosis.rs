@@ -90,6 +90,7 @@ pub fn write_list(buf: &mut Vec<u8>, list: &[Diagnosis]) {
 pub fn write_finding(buf: &mut Vec<u8>, ctx: &Context, f: &NetnsFinding) {
     head(buf, ctx, "diagnosis", f.ts_ns);
     num(buf, "netns", f.netns);
+    super::conn::netns_name(buf, ctx, Some(f.netns));
     text(buf, "rule", f.diagnosis.rule);
     body(buf, &f.diagnosis);
     buf.push(b'}');
@@ -116,6 +117,8 @@ pub struct DiagnosisLine {
 pub struct FindingLine {
     pub ts_ns: u64,
     pub netns: u32,
+    #[serde(default)]
+    pub netns_name: Option<String>,
     #[serde(flatten)]
     pub diagnosis: DiagnosisLine,
 }

@@ -73,10 +73,19 @@ pub fn write(buf: &mut Vec<u8>, ctx: &Context, ev: &Event, prev_ns: Option<u64>)
     push_hex(buf, ev.sk);
     opt_num(buf, "netns", ev.netns);
     opt_num(buf, "cgroup_id", ev.cgroup);
-    num(buf, "pid", ev.pid);
-    num(buf, "tid", ev.tid);
-    key(buf, "comm");
-    push_str(buf, ev.comm.bytes());
+    match ev.task() {
+        Some((pid, tid, comm)) => {
+            num(buf, "pid", pid);
+            num(buf, "tid", tid);
+            key(buf, "comm");
+            push_str(buf, comm.bytes());
+        }
+        None => {
+            null(buf, "pid");
+            null(buf, "tid");
+            null(buf, "comm");
+        }
+    }
     ident(buf, "family", ev.family.name());
     key(buf, "laddr");
     push_ip(buf, &ev.laddr);

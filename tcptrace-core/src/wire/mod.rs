@@ -21,7 +21,7 @@ use crate::{clock::parse_rfc3339, event::Event};
 pub use cgroup::CgroupLine;
 pub use conn::ConnLine;
 pub use diagnosis::{DiagnosisLine, FindingLine};
-pub use namespace::{InterfacesLine, SampleLine, SysctlLine, SysctlReport};
+pub use namespace::{InterfacesLine, NetnsLine, SampleLine, SysctlLine, SysctlReport};
 pub use stream::{Content, LogLine, LostCause, LostLine, SCHEMA_VERSION, StreamHeader};
 pub use summary::SummaryLine;
 
@@ -53,6 +53,7 @@ pub enum Cold {
     SysctlReport(SysctlReport),
     Cgroup(CgroupLine),
     Summary(SummaryLine),
+    Netns(NetnsLine),
 }
 
 /// Writes a cold line (without the trailing newline).
@@ -62,7 +63,7 @@ pub fn write_cold(buf: &mut Vec<u8>, line: &Cold) {
 }
 
 /// The `"type"` of every cold line.
-const COLD_TYPES: [&str; 9] = [
+const COLD_TYPES: [&str; 10] = [
     "stream",
     "lost",
     "sysctl",
@@ -72,6 +73,7 @@ const COLD_TYPES: [&str; 9] = [
     "sysctl_report",
     "cgroup",
     "summary",
+    "netns",
 ];
 
 #[derive(Deserialize)]

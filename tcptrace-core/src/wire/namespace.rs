@@ -66,6 +66,28 @@ impl SysctlLine {
     }
 }
 
+/// `{"type":"netns",...}`: a namespace's name (its entry under /run/netns), written when
+/// tcptrace first sees the namespace, so `replay` shows the names the live run showed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetnsLine {
+    pub ts_ns: u64,
+    pub time: String,
+    pub netns: u32,
+    pub name: String,
+}
+
+impl NetnsLine {
+    /// The line for a namespace the context has a name for.
+    pub fn new(ctx: &Context, ts_ns: u64, netns: u32) -> Option<Self> {
+        Some(Self {
+            ts_ns,
+            time: time_text(ctx, ts_ns),
+            netns,
+            name: ctx.netns_name(netns)?.to_string(),
+        })
+    }
+}
+
 /// One local address and the MTU of the interface holding it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {

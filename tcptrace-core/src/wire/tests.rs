@@ -354,6 +354,15 @@ fn cold_lines_round_trip() {
         (c.runtime.as_str(), c.pod_uid.as_deref()),
         ("containerd", Some("0f1c2d3e-4567-89ab-cdef-0123456789ab"))
     );
+    assert!(named.learn_netns_name(42, "tcptrace-lab-7-srv"));
+    assert!(!named.learn_netns_name(42, "tcptrace-lab-7-srv"));
+    assert!(
+        NetnsLine::new(&named, 1, 43).is_none(),
+        "an unnamed one has no line"
+    );
+    let n = NetnsLine::new(&named, 1, 42).expect("named");
+    assert_eq!(n.name, "tcptrace-lab-7-srv");
+    round_trip(Cold::Netns(n));
     let ctx = named;
 
     round_trip(Cold::Stream(StreamHeader::new(&ctx, 1, Content::Events)));

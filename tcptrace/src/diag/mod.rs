@@ -6,7 +6,7 @@ mod owners;
 mod sockdiag;
 
 pub use facts::{kernel_hz, read_namespace, read_tcpext};
-pub use netns::{NetnsPaths, spawn_in_netns};
+pub use netns::{NetnsPaths, netns_names, netns_paths, spawn_in_netns};
 pub use owners::socket_owners;
 pub use sockdiag::NetnsDiag;
 

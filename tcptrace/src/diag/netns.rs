@@ -1,11 +1,6 @@
-//! Finding network namespaces (inode → a path to its nsfs file) and running work inside one on
-//! a thread of its own, without moving the calling thread.
-use std::{
-    collections::HashMap,
-    fs, io,
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
-    path::{Path, PathBuf},
-};
+//! Finding network namespaces (inode → a path to its nsfs file, inode → its /run/netns
+//! name); running work inside one on a thread of its own is `tcptrace-netns`'s.
+use std::{collections::HashMap, fs, io, os::unix::fs::MetadataExt as _, path::PathBuf};
 
 /// Every network namespace reachable on this host: from /proc/*/ns/net (first process found
 /// per inode) and /run/netns/* (named namespaces, which may have no process).
@@ -31,6 +26,21 @@ pub fn netns_paths() -> HashMap<u32, PathBuf> {
                 .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
             {
                 add(e.path().join("ns/net"));
+            }
+        }
+    }
+    out
+}
+
+/// The named network namespaces (`ip netns add NAME`): inode → NAME, from /run/netns.
+pub fn netns_names() -> HashMap<u32, String> {
+    let mut out = HashMap::new();
+    if let Ok(dir) = fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            if let (Ok(meta), Some(name)) = (fs::metadata(e.path()), e.file_name().to_str())
+                && let Ok(ino) = u32::try_from(meta.ino())
+            {
+                out.entry(ino).or_insert_with(|| name.to_string());
             }
         }
     }
@@ -89,39 +99,4 @@ pub fn own_netns() -> io::Result<u32> {
     u32::try_from(meta.ino()).map_err(io::Error::other)
 }
 
-/// Runs `make` on a short-lived thread that first joins the namespace at `path`; whatever it
-/// creates (a socket) stays bound to that namespace. The calling thread never moves.
-pub fn in_netns<T: Send + 'static>(
-    path: &Path,
-    make: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    spawn_in_netns(path, make)
-        .join()
-        .map_err(|_| io::Error::other("namespace helper thread panicked"))?
-}
-
-/// Starts a thread that joins the namespace at `path`, then runs `work`; the caller decides
-/// when to join it. A namespace that cannot be joined is `work`'s error.
-pub fn spawn_in_netns<T, E>(
-    path: &Path,
-    work: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> std::thread::JoinHandle<Result<T, E>>
-where
-    T: Send + 'static,
-    E: From<io::Error> + Send + 'static,
-{
-    let path = path.to_path_buf();
-    std::thread::spawn(move || {
-        let shown = path.display();
-        let file =
-            fs::File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{shown}: {e}")))?;
-        // SAFETY: setns only reads the descriptor, which `file` keeps open for the call; it
-        // changes the namespace of this thread only.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc != 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("setns {shown}: {e}")).into());
-        }
-        work()
-    })
-}
+pub use tcptrace_netns::{in_netns, spawn_in_netns};

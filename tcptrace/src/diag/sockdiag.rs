@@ -3,7 +3,7 @@
 use std::{io, net::IpAddr, path::Path};
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla as _,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla as _,
 };
 use netlink_packet_sock_diag::{
     SockDiagMessage,
@@ -53,6 +53,10 @@ fn tcp_info(raw: &[u8]) -> Option<TcpInfo> {
     })
 }
 
+/// `SOCK_DESTROY` (`linux/sock_diag.h`): the message type that closes the socket a request
+/// names (needs `CONFIG_INET_DIAG_DESTROY`); the crate does not name it.
+const SOCK_DESTROY: u16 = 21;
+
 /// `INET_DIAG_CGROUP_ID`: the attribute the crate does not name.
 const INET_DIAG_CGROUP_ID: u16 = 21;
 
@@ -99,6 +103,28 @@ fn convert(r: &InetResponse, expires: u32) -> DiagSock {
     }
 }
 
+/// A request naming one socket by 4-tuple (and `cookie`, all ones for "any").
+fn exact(ipv6: bool, t: &Tuple, cookie: [u8; 8]) -> InetRequest {
+    let v6 = |a: IpAddr| match a {
+        IpAddr::V4(v4) if ipv6 => IpAddr::V6(v4.to_ipv6_mapped()),
+        a => a,
+    };
+    InetRequest {
+        family: if ipv6 { AF_INET6 } else { AF_INET },
+        protocol: IPPROTO_TCP,
+        extensions: ExtensionFlags::INFO,
+        states: StateFlags::all(),
+        socket_id: SocketId {
+            source_port: t.lport,
+            destination_port: t.rport,
+            source_address: v6(t.laddr),
+            destination_address: v6(t.raddr),
+            interface_id: 0,
+            cookie,
+        },
+    }
+}
+
 impl NetnsDiag {
     /// A socket in the caller's own network namespace.
     pub fn current() -> io::Result<Self> {
@@ -119,12 +145,20 @@ impl NetnsDiag {
     }
 
     fn send(&mut self, flags: u16, req: InetRequest) -> io::Result<u32> {
+        self.send_as(None, flags, req)
+    }
+
+    /// Sends `req`, as another message type than a sock_diag request when `kind` says so.
+    fn send_as(&mut self, kind: Option<u16>, flags: u16, req: InetRequest) -> io::Result<u32> {
         self.seq = self.seq.wrapping_add(1);
         let mut hdr = NetlinkHeader::default();
         hdr.flags = flags;
         hdr.sequence_number = self.seq;
         let mut msg = NetlinkMessage::new(hdr, SockDiagMessage::InetRequest(req).into());
         msg.finalize();
+        if let Some(k) = kind {
+            msg.header.message_type = k;
+        }
         let mut out = vec![0; msg.buffer_len()];
         msg.serialize(&mut out);
         self.socket.send(&out, 0)?;
@@ -180,28 +214,18 @@ impl NetnsDiag {
 
     /// Exact lookup of one socket (full, timewait or request) by 4-tuple.
     pub fn lookup(&mut self, ipv6: bool, t: &Tuple) -> io::Result<Option<DiagSock>> {
-        let v6 = |a: IpAddr| match a {
-            IpAddr::V4(v4) if ipv6 => IpAddr::V6(v4.to_ipv6_mapped()),
-            a => a,
-        };
-        let req = InetRequest {
-            family: if ipv6 { AF_INET6 } else { AF_INET },
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::INFO,
-            states: StateFlags::all(),
-            socket_id: SocketId {
-                source_port: t.lport,
-                destination_port: t.rport,
-                source_address: v6(t.laddr),
-                destination_address: v6(t.raddr),
-                interface_id: 0,
-                cookie: [0xff; 8],
-            },
-        };
-        let seq = self.send(NLM_F_REQUEST, req)?;
+        let seq = self.send(NLM_F_REQUEST, exact(ipv6, t, [0xff; 8]))?;
         let mut found = None;
         self.receive(seq, false, &mut |s| found = Some(s))?;
         Ok(found)
+    }
+
+    /// Closes one full socket (`SOCK_DESTROY`, as `ss -K` does): the kernel aborts it, with a
+    /// RST where its state calls for one. `Ok(false)` when it no longer exists.
+    pub fn destroy(&mut self, s: &DiagSock) -> io::Result<bool> {
+        let req = exact(s.tuple.laddr.is_ipv6(), &s.tuple, s.cookie.to_ne_bytes());
+        let seq = self.send_as(Some(SOCK_DESTROY), NLM_F_REQUEST | NLM_F_ACK, req)?;
+        self.receive(seq, false, &mut |_| {})
     }
 
     /// Every TCP socket of both families whose state bit is set in `states`.

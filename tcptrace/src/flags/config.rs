@@ -175,7 +175,7 @@ impl Config {
                     cfg.pid = Some(pid);
                 }
                 if let Some(ns) = &s.netns {
-                    cfg.filter.netns = netns_inode(ns)?;
+                    cfg.conn_filter.netns = vec![netns_inode(ns, true)?];
                 }
                 cfg
             }
@@ -267,10 +267,22 @@ impl Config {
             bail!("--max-conns must be at least 1");
         }
         self.table.max_conns = f.max_conns;
-        if let Some(ns) = &f.netns {
-            self.filter.netns = netns_inode(ns)?;
-            self.conn_filter.netns = vec![self.filter.netns];
+        // A recording's namespaces need not exist here: replay takes inodes as given.
+        let must_exist = self.action != Action::Replay;
+        for ns in &f.netns {
+            let ino = netns_inode(ns, must_exist)?;
+            if !self.conn_filter.netns.contains(&ino) {
+                self.conn_filter.netns.push(ino);
+            }
         }
+        if self.conn_filter.netns.len() > tcptrace_common::MAX_NETNS as usize {
+            bail!(
+                "--netns takes at most {} namespaces, got {}",
+                tcptrace_common::MAX_NETNS,
+                self.conn_filter.netns.len()
+            );
+        }
+        self.filter.netns = self.conn_filter.netns.len() as u32;
         Ok(())
     }
 
@@ -332,7 +344,8 @@ impl Config {
         if self.btf.is_none() && self.cgroup.is_some() {
             bail!("--cgroup needs kernel BTF to read a socket's cgroup, but --btf none was given");
         }
-        if self.btf.is_none() && self.filter.netns != 0 && self.action == Action::Trace {
+        if self.btf.is_none() && !self.conn_filter.netns.is_empty() && self.action == Action::Trace
+        {
             bail!(
                 "--netns needs kernel BTF to read a socket's namespace, but --btf none was given"
             );
@@ -401,16 +414,57 @@ pub fn ring_size(text: &str) -> anyhow::Result<u32> {
     Ok(bytes as u32)
 }
 
-/// Network namespace inode from a number or a namespace file path.
-fn netns_inode(text: &str) -> anyhow::Result<u32> {
+/// `CLONE_NEWNET`, as `NS_GET_NSTYPE` reports a network namespace.
+const CLONE_NEWNET: i32 = 0x4000_0000;
+/// `ioctl(NS_GET_NSTYPE)` (`_IO(0xb7, 0x3)`, Linux 4.11+).
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// Whether the open file is a network namespace (an nsfs file of type `CLONE_NEWNET`).
+fn is_netns_file(f: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the descriptor, which `f` keeps
+    // open for the call; on any other file it fails with ENOTTY.
+    let ty = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE) };
+    ty == CLONE_NEWNET
+}
+
+/// A network namespace's inode from `-N`: a number, a name under /run/netns, or the path of a
+/// namespace file. With `must_exist` (live tracing, `sysctl`) the namespace must exist here: a
+/// number must be the inode of one that a process or /run/netns holds, a path must be a
+/// network namespace file; otherwise it is a one-line error, not a silent trace of nothing.
+fn netns_inode(text: &str, must_exist: bool) -> anyhow::Result<u32> {
     if let Ok(n) = text.parse::<u32>() {
         if n == 0 {
             bail!("--netns: 0 is not a namespace inode");
         }
+        if must_exist && !crate::diag::netns_paths().contains_key(&n) {
+            bail!(
+                "--netns {n}: no network namespace with that inode (none in /run/netns or /proc/*/ns/net)"
+            );
+        }
         return Ok(n);
     }
-    let meta = std::fs::metadata(text).with_context(|| format!("--netns: cannot open {text}"))?;
-    u32::try_from(meta.ino()).with_context(|| format!("--netns: inode of {text} out of range"))
+    let named = std::path::Path::new("/run/netns").join(text);
+    let path = if !text.contains('/') && named.exists() {
+        named
+    } else {
+        PathBuf::from(text)
+    };
+    let shown = path.display();
+    let file = std::fs::File::open(&path).with_context(|| {
+        if text.contains('/') {
+            format!("--netns: cannot open {shown}")
+        } else {
+            format!("--netns: no network namespace named {text:?} (not in /run/netns)")
+        }
+    })?;
+    if !is_netns_file(&file) {
+        bail!("--netns: {shown} is not a network namespace");
+    }
+    let meta = file
+        .metadata()
+        .with_context(|| format!("--netns: cannot read {shown}"))?;
+    u32::try_from(meta.ino()).with_context(|| format!("--netns: inode of {shown} out of range"))
 }
 
 #[cfg(test)]
@@ -450,10 +504,6 @@ mod tests {
         assert!(parse(&["--duration", "nan"]).is_err());
         assert!(parse(&["-4", "-6"]).is_err());
         assert!(parse(&["--netns", "/nonexistent/ns"]).is_err());
-        assert_eq!(
-            parse(&["--netns", "4026531840"]).unwrap().filter.netns,
-            4026531840
-        );
         assert!(parse(&["--btf", "none", "--tracepoints", "btf"]).is_err());
     }
 

@@ -46,6 +46,9 @@ impl Sink for Recorder<'_> {
     }
 }
 
+/// How long the lab waits, after a scenario, for its sockets to end by themselves.
+const SOCKET_WAIT: Duration = Duration::from_secs(5);
+
 /// The scenarios, one per line (`tcptrace lab` and `tcptrace lab --help` print it).
 pub fn scenario_list() -> String {
     let mut text = String::from("Scenarios (tcptrace lab NAME):\n");
@@ -73,7 +76,10 @@ pub fn run(cfg: &Config, name: Option<&str>) -> anyhow::Result<()> {
     }
     let (srv, cli) = (lab.inode(Side::Server)?, lab.inode(Side::Client)?);
     let mut cfg = cfg.clone();
+    // Only the lab's namespaces, filtered in the kernel: a busy host's other traffic costs
+    // the lab nothing and cannot fill its ring buffer.
     cfg.conn_filter.netns = vec![srv, cli];
+    cfg.filter.netns = 2;
     if cfg.diagnose.is_none_or(|d| d > Severity::Info) {
         cfg.diagnose = Some(Severity::Info);
     }
@@ -98,10 +104,12 @@ pub fn run(cfg: &Config, name: Option<&str>) -> anyhow::Result<()> {
                 .recv_timeout(Duration::from_secs(30))
                 .context("the tracer did not start")?;
             let r = (sc.run)(lab);
-            // Trailing facts (timewait lookups, a last namespace sample) before stopping.
+            // Trailing facts (timewait lookups, a last namespace sample) before stopping, and
+            // a while for the scenario's sockets to end on their own, traced.
             std::thread::sleep(Duration::from_millis(1500));
+            let waited = lab.wait_for_sockets(SOCKET_WAIT);
             let _ = stop_tx.send(());
-            r
+            r.and(waited.map(drop))
         });
         let traced = crate::trace(&cfg, &mut sinks, Some(stop_rx), Some(ready_tx));
         let acted = actor
@@ -111,6 +119,14 @@ pub fn run(cfg: &Config, name: Option<&str>) -> anyhow::Result<()> {
     });
     let (stats, acted) = outcome?;
     drop(sinks);
+    // Nothing of the lab may outlive it: what did not end by itself is closed now.
+    let killed = lab.kill_sockets()?;
+    if killed > 0 {
+        log::info!(
+            target: "lab",
+            "closed {killed} leftover sockets before deleting the namespaces"
+        );
+    }
     acted.with_context(|| format!("scenario {}", sc.name))?;
     log::info!("{stats}");
     if cfg.mode == Mode::Events {

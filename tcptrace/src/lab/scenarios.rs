@@ -53,7 +53,7 @@ pub struct Scenario {
 
 use Side::{Client, Server};
 
-pub const SCENARIOS: [Scenario; 15] = [
+pub const SCENARIOS: [Scenario; 17] = [
     Scenario {
         name: "handshake",
         article: "1 three-way handshake",
@@ -181,6 +181,22 @@ pub const SCENARIOS: [Scenario; 15] = [
         sysctls: &[(Client, "net.ipv4.tcp_retries2", "3")],
         expect: &[conn(Client, "data_timeout")],
         run: data_timeout,
+    },
+    Scenario {
+        name: "user-timeout",
+        article: "beyond: TCP_USER_TIMEOUT",
+        what: "the server goes silent while the client, with TCP_USER_TIMEOUT=3000 ms, sends (tcp_retries2 stays 15)",
+        sysctls: &[],
+        expect: &[conn(Client, "data_timeout")],
+        run: user_timeout,
+    },
+    Scenario {
+        name: "keepalive-user-timeout",
+        article: "9 keepalive with TCP_USER_TIMEOUT",
+        what: "an idle client with TCP_KEEPIDLE=1 s, TCP_KEEPINTVL=1 s, TCP_KEEPCNT=10 and TCP_USER_TIMEOUT=2500 ms; the server goes silent",
+        sysctls: &[],
+        expect: &[conn(Client, "keepalive_timeout")],
+        run: keepalive_user_timeout,
     },
     Scenario {
         name: "ipv6",
@@ -535,5 +551,32 @@ fn data_timeout(lab: &Lab) -> anyhow::Result<()> {
         |_| Ok(()),
         |c| c.write_all(&[b'x'; 1000]),
         "ETIMEDOUT from retransmissions",
+    )
+}
+
+fn user_timeout(lab: &Lab) -> anyhow::Result<()> {
+    silenced_server(
+        lab,
+        Duration::from_secs(6),
+        |c| c.set_tcp_user_timeout(Some(Duration::from_millis(3000))),
+        |c| c.write_all(&[b'x'; 1000]),
+        "ETIMEDOUT from TCP_USER_TIMEOUT",
+    )
+}
+
+fn keepalive_user_timeout(lab: &Lab) -> anyhow::Result<()> {
+    silenced_server(
+        lab,
+        Duration::from_secs(6),
+        |c| {
+            let ka = TcpKeepalive::new()
+                .with_time(Duration::from_secs(1))
+                .with_interval(Duration::from_secs(1))
+                .with_retries(10);
+            c.set_tcp_keepalive(&ka)?;
+            c.set_tcp_user_timeout(Some(Duration::from_millis(2500)))
+        },
+        |_| Ok(()),
+        "ETIMEDOUT from keepalive with TCP_USER_TIMEOUT",
     )
 }

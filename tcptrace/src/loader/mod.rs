@@ -219,6 +219,17 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         .load(OBJECT)
         .map_err(|e| anyhow!("loading the eBPF object failed: {e}"))?;
 
+    if !cfg.conn_filter.netns.is_empty() {
+        // Before any program is attached, so no record of another namespace gets through.
+        let mut set: aya::maps::HashMap<_, u32, u8> = aya::maps::HashMap::try_from(
+            ebpf.map_mut(abi::NETNS_MAP)
+                .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::NETNS_MAP))?,
+        )?;
+        for ns in &cfg.conn_filter.netns {
+            set.insert(ns, 1, 0)
+                .map_err(|e| anyhow!("filling the namespace filter: {e}"))?;
+        }
+    }
     let lost = PerCpuArray::try_from(
         ebpf.take_map(abi::LOST_MAP)
             .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::LOST_MAP))?,

@@ -24,7 +24,7 @@ use tcptrace_core::{
     lifecycle::Conn,
     snapshot::SnapLayout,
     sysctl::Sysctls,
-    wire::{CgroupLine, Cold, InterfacesLine, LostCause, SampleLine, SysctlLine},
+    wire::{CgroupLine, Cold, InterfacesLine, LostCause, NetnsLine, SampleLine, SysctlLine},
 };
 
 pub use escape::push_escaped;
@@ -88,6 +88,8 @@ pub enum Fact<'a> {
     Sample(&'a NetnsSample),
     /// What cgroup `id`'s path is (in the context by now).
     Cgroup { ts_ns: u64, id: u64 },
+    /// What namespace `netns` is called (in the context by now).
+    NetnsName { ts_ns: u64, netns: u32 },
 }
 
 impl Fact<'_> {
@@ -104,6 +106,7 @@ impl Fact<'_> {
             }
             Fact::Sample(s) => Cold::NetnsSample(SampleLine::new(ctx, s)),
             Fact::Cgroup { ts_ns, id } => Cold::Cgroup(CgroupLine::new(ctx, ts_ns, id)?),
+            Fact::NetnsName { ts_ns, netns } => Cold::Netns(NetnsLine::new(ctx, ts_ns, netns)?),
         })
     }
 }

@@ -143,13 +143,20 @@ impl Sink for TextSink {
         let w = self.addr_width;
         let buf = &mut self.out.buf;
         time_of_day(buf, ctx, ev.ts_ns);
-        let netns = ev.netns.map_or_else(|| "-".to_string(), |n| n.to_string());
+        let netns = ev.netns.map_or_else(
+            || "-".to_string(),
+            |n| super::text_conn::netns_shown(ctx, n),
+        );
+        let (pid, comm) = match ev.task() {
+            Some((pid, _, comm)) => (pid.to_string(), escaped(comm.bytes())),
+            None => ("-".to_string(), "-".to_string()),
+        };
         let _ = write!(
             buf,
             " {:<18} {:<7} {:<15} {:<10} {:<w$} {:<5} {:<w$} {:<5} ",
             format!("{:#x}", ev.sk),
-            ev.pid,
-            escaped(ev.comm.bytes()),
+            pid,
+            comm,
             netns,
             ev.laddr.to_string(),
             ev.lport,
@@ -183,7 +190,8 @@ impl Sink for TextSink {
 
     fn finding(&mut self, ctx: &Context, f: &NetnsFinding) -> io::Result<()> {
         time_of_day(&mut self.out.buf, ctx, f.ts_ns);
-        let _ = write!(self.out.buf, " netns {} ", f.netns);
+        let shown = super::text_conn::netns_shown(ctx, f.netns);
+        let _ = write!(self.out.buf, " netns {shown} ");
         super::text_conn::diagnosis_line(&mut self.out.buf, &f.diagnosis, self.colour, "");
         self.out.end_line()
     }

@@ -85,7 +85,7 @@ pub fn render(
     };
     let _ = write!(buf, " {who} {} {arrow}", c.role.name());
     if let Some(ns) = c.netns {
-        let _ = write!(buf, " netns {ns}");
+        let _ = write!(buf, " netns {}", netns_shown(ctx, ns));
     }
     if let Some(shown) = cgroup_short(ctx, c.cgroup.map(|id| id.get())) {
         let _ = write!(buf, " in {shown}");
@@ -176,6 +176,15 @@ fn facts(buf: &mut Vec<u8>, ctx: &Context, c: &Conn) {
     }
     if !facts.is_empty() {
         let _ = write!(buf, " | {}", facts.join("; "));
+    }
+}
+
+/// How text output names a namespace: its /run/netns name (escaped) when it has one, else
+/// its inode.
+pub fn netns_shown(ctx: &Context, ns: u32) -> String {
+    match ctx.netns_name(ns) {
+        Some(n) => escaped(n.as_bytes()),
+        None => ns.to_string(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::{
     io::{BufRead as _, BufReader},
+    net::{Ipv4Addr, Ipv6Addr},
     os::unix::fs::MetadataExt as _,
     process::{Child, Command, Output, Stdio},
     sync::{
@@ -53,79 +54,42 @@ pub fn privileged() -> bool {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+/// Two namespaces, `srv` (x.x.x.1) and `cli` (x.x.x.2), joined by a veth pair and deleted on
+/// drop: the lab's builder (`tcptrace-netns`), with addresses of the tests' own.
+pub struct NetPair(tcptrace_netns::NetPair);
 
-/// Two namespaces, `srv` (x.x.x.1) and `cli` (x.x.x.2), joined by a veth pair; deleted on drop.
-pub struct NetPair {
-    pub srv: String,
-    pub cli: String,
-    pub srv4: String,
-    pub cli4: String,
-    pub srv6: String,
-    pub cli6: String,
+impl std::ops::Deref for NetPair {
+    type Target = tcptrace_netns::NetPair;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl NetPair {
     pub fn new() -> Self {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id() % 100_000;
-        let tag = format!("{pid}-{n}");
-        let net = Self {
-            srv: format!("tt-{tag}-srv"),
-            cli: format!("tt-{tag}-cli"),
-            srv4: format!("10.231.{}.1", n % 250),
-            cli4: format!("10.231.{}.2", n % 250),
-            srv6: format!("fd00:231:{n:x}::1"),
-            cli6: format!("fd00:231:{n:x}::2"),
+        let addrs = tcptrace_netns::Addrs {
+            srv4: Ipv4Addr::new(10, 231, (n % 250) as u8, 1),
+            cli4: Ipv4Addr::new(10, 231, (n % 250) as u8, 2),
+            srv6: Ipv6Addr::new(0xfd00, 0x231, n as u16, 0, 0, 0, 0, 1),
+            cli6: Ipv6Addr::new(0xfd00, 0x231, n as u16, 0, 0, 0, 0, 2),
         };
-        let (vs, vc) = (format!("tts{pid}x{n}"), format!("ttc{pid}x{n}"));
-        run(&["ip", "netns", "add", &net.srv]);
-        run(&["ip", "netns", "add", &net.cli]);
-        run(&[
-            "ip", "link", "add", &vs, "type", "veth", "peer", "name", &vc,
-        ]);
-        run(&["ip", "link", "set", &vs, "netns", &net.srv]);
-        run(&["ip", "link", "set", &vc, "netns", &net.cli]);
-        for (ns, dev, a4, a6) in [
-            (&net.srv, &vs, &net.srv4, &net.srv6),
-            (&net.cli, &vc, &net.cli4, &net.cli6),
-        ] {
-            let ip = |args: &[&str]| {
-                let mut v = vec!["ip", "-n", ns.as_str()];
-                v.extend_from_slice(args);
-                run(&v);
-            };
-            ip(&["addr", "add", &format!("{a4}/24"), "dev", dev]);
-            ip(&["addr", "add", &format!("{a6}/64"), "dev", dev, "nodad"]);
-            ip(&["link", "set", dev, "up"]);
-            ip(&["link", "set", "lo", "up"]);
-        }
-        net
+        let veth = (format!("tts{pid}x{n}"), format!("ttc{pid}x{n}"));
+        let pair =
+            tcptrace_netns::NetPair::new(&format!("tt-{pid}-{n}"), (&veth.0, &veth.1), addrs)
+                .unwrap_or_else(|e| panic!("namespace pair: {e}"));
+        Self(pair)
     }
 
     /// Inode of a namespace, as tcptrace reports it in `netns`.
     pub fn inode(ns: &str) -> u64 {
-        std::fs::metadata(format!("/run/netns/{ns}"))
-            .expect("netns file")
-            .ino()
+        tcptrace_netns::NetPair::inode(ns).expect("netns file")
     }
 
     /// Runs a command inside `ns` and waits for it.
     pub fn exec(ns: &str, args: &[&str]) -> Output {
-        let mut v = vec!["ip", "netns", "exec", ns];
-        v.extend_from_slice(args);
-        run(&v)
+        tcptrace_netns::NetPair::exec(ns, args).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts a command inside `ns` (`ip netns exec` execs it, so the child pid is its pid).
@@ -142,15 +106,7 @@ impl NetPair {
     }
 
     pub fn sysctl(ns: &str, key: &str, value: &str) {
-        Self::exec(ns, &["sysctl", "-q", "-w", &format!("{key}={value}")]);
-    }
-}
-
-impl Drop for NetPair {
-    fn drop(&mut self) {
-        for ns in [&self.srv, &self.cli] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
+        tcptrace_netns::NetPair::sysctl(ns, key, value).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

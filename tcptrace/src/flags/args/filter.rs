@@ -23,10 +23,15 @@ pub struct FilterArgs {
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pub pid: Option<u32>,
 
-    /// Only sockets in this network namespace: an inode number, or a path such as
-    /// /run/netns/NAME or /proc/PID/ns/net.
-    #[arg(short = 'N', long = "netns", value_name = "INODE|PATH")]
-    pub netns: Option<String>,
+    /// Only sockets in these network namespaces (repeatable or comma-separated): an inode
+    /// number, a name under /run/netns, or a path such as /run/netns/NAME or /proc/PID/ns/net.
+    #[arg(
+        short = 'N',
+        long = "netns",
+        value_name = "NETNS",
+        value_delimiter = ','
+    )]
+    pub netns: Vec<String>,
 
     /// Most connections tracked at once; beyond it the least recently active are evicted
     /// (printed with the `evicted` note and counted in the summary).
