@@ -39,7 +39,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         .sysctls;
     let mut out = io::stdout().lock();
     let r = match cfg.format {
-        Format::Text => text(&mut out, ns, &sys),
+        Format::Text | Format::None => text(&mut out, ns, &sys),
         Format::Json | Format::Raw => json(&mut out, ns, &sys),
     };
     match r {

@@ -13,6 +13,8 @@ pub enum FormatArg {
     /// Binary recording of the event stream for `tcptrace replay` (with --events; to a file
     /// or pipe). The kernel's records as they came, the cheapest way to keep everything.
     Raw,
+    /// Nothing on standard output: a metrics-only daemon (with --metrics).
+    None,
 }
 
 /// Which attachment of the tracepoints to use.
@@ -194,6 +196,17 @@ pub struct Args {
         global = true
     )]
     pub log_level: LogLevelArg,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464), beside the
+    /// output; bound before privileges are dropped, so a port below 1024 works.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+
+    /// Optional labels on the connection metrics, comma-separated: netns, unit, container,
+    /// pod, port (a server's listening port, the port a client connected to). At most 256
+    /// label sets; beyond them new ones are counted under "overflow".
+    #[arg(long = "metrics-labels", value_name = "LABELS", value_delimiter = ',')]
+    pub metrics_labels: Vec<String>,
 
     /// Do not print the column header (text format).
     #[arg(long, global = true)]

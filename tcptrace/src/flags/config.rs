@@ -7,7 +7,10 @@ use tcptrace_common::{AF_INET, AF_INET6, Filter, MAX_PORTS};
 use tcptrace_core::{diagnose::Severity, lifecycle::TableConfig, tcp::TcpState};
 
 use super::args::{Args, Command, DiagnoseArg, FormatArg, LogLevelArg, TracepointsArg};
-use crate::pipeline::{ConnFilter, Mode};
+use crate::{
+    pipeline::{ConnFilter, Mode},
+    sink::metrics::{Labels, MetricsConfig},
+};
 
 /// Where the running kernel's BTF is.
 pub const DEFAULT_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -19,6 +22,8 @@ pub enum Format {
     Json,
     /// Binary recording (`--events` only).
     Raw,
+    /// No output sink (`--metrics` only).
+    None,
 }
 
 /// Tracepoint attachment policy.
@@ -61,6 +66,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// `--cgroup PATH`: applied in the kernel (its id and depth are in `filter`).
     pub cgroup: Option<crate::cgroups::CgroupFilter>,
+    /// `--metrics ADDR` with its labels.
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// What the invocation asks for.
@@ -140,6 +147,7 @@ impl Config {
                 );
             }
         }
+        let metrics = metrics(&args)?;
         let btf_explicit = args.btf.is_some();
         let btf = match args.btf {
             Some(p) if p.as_os_str() == "none" => None,
@@ -167,6 +175,7 @@ impl Config {
                 FormatArg::Text => Format::Text,
                 FormatArg::Json => Format::Json,
                 FormatArg::Raw => Format::Raw,
+                FormatArg::None => Format::None,
             },
             duration,
             filter,
@@ -204,6 +213,7 @@ impl Config {
             pid: args.pid,
             output: args.output,
             cgroup,
+            metrics,
             log_level: match args.log_level {
                 LogLevelArg::Error => log::LevelFilter::Error,
                 LogLevelArg::Warning => log::LevelFilter::Warn,
@@ -212,6 +222,43 @@ impl Config {
             },
         })
     }
+}
+
+/// `--metrics ADDR` and `--metrics-labels`, and `--format none`, which only they make useful.
+fn metrics(args: &Args) -> anyhow::Result<Option<MetricsConfig>> {
+    let none = args.format == FormatArg::None;
+    let Some(text) = &args.metrics else {
+        if !args.metrics_labels.is_empty() {
+            bail!("--metrics-labels labels the metrics of --metrics ADDR, which was not given");
+        }
+        if none {
+            bail!(
+                "--format none prints nothing: use it with --metrics ADDR (a metrics-only daemon)"
+            );
+        }
+        return Ok(None);
+    };
+    if args.command.is_some() {
+        bail!("--metrics serves a live trace; it cannot be used with a subcommand");
+    }
+    if none && args.output.is_some() {
+        bail!("--format none writes nothing to --output");
+    }
+    // An IP address and port, or a host name (`localhost:9464`) resolved once.
+    let named = text.rsplit_once(':').is_some_and(|(host, _)| {
+        host.chars().any(|c| c.is_ascii_alphabetic()) && !host.contains('[')
+    });
+    let addr = match text.parse::<std::net::SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) if named => std::net::ToSocketAddrs::to_socket_addrs(text.as_str())
+            .ok()
+            .and_then(|mut a| a.next()),
+        Err(_) => None,
+    }
+    .with_context(|| format!("--metrics: {text:?} is not an address like 127.0.0.1:9464"))?;
+    let labels = Labels::parse(&args.metrics_labels)
+        .map_err(|e| anyhow::anyhow!("--metrics-labels: {e}"))?;
+    Ok(Some(MetricsConfig { addr, labels }))
 }
 
 /// Parses `500ms`, `2s`, `1.5m` or plain seconds into nanoseconds.

@@ -5,6 +5,7 @@
 //! checker); [`build`] wires the ones a configuration asks for.
 mod escape;
 mod json;
+pub mod metrics;
 mod out;
 mod raw;
 mod text;
@@ -40,28 +41,34 @@ use crate::{
 };
 
 /// Which of the pipeline's costly products a sink consumes: every event (and the facts a
-/// recording needs), and/or finished connection records (the connection table runs only when
-/// some sink wants them).
+/// recording needs), each state change's time in its old state (a clock of every socket's last
+/// transition), and/or finished connection records (the connection table runs only when some
+/// sink wants them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Interest {
     pub events: bool,
     pub conns: bool,
+    /// `prev_ns` of state changes (with `events`).
+    pub timing: bool,
 }
 
 impl Interest {
     pub const EVENTS: Self = Self {
         events: true,
         conns: false,
+        timing: true,
     };
     pub const CONNS: Self = Self {
         events: false,
         conns: true,
+        timing: false,
     };
 
     pub fn or(self, other: Self) -> Self {
         Self {
             events: self.events || other.events,
             conns: self.conns || other.conns,
+            timing: self.timing || other.timing,
         }
     }
 }
@@ -258,14 +265,21 @@ impl Sink for Fanout<'_> {
     }
 }
 
-/// The output sink a configuration asks for, writing to `dest`.
-fn output(cfg: &Config, dest: Destination, policy: Backpressure) -> io::Result<Box<dyn Sink>> {
+/// The output sink a configuration asks for, writing to `dest` (none for `--format none`).
+fn output(
+    cfg: &Config,
+    dest: Destination,
+    policy: Backpressure,
+) -> io::Result<Option<Box<dyn Sink>>> {
+    if cfg.format == Format::None {
+        return Ok(None);
+    }
     let out = Out::open(dest, policy)?;
     let mode = cfg.mode;
-    Ok(match cfg.format {
+    Ok(Some(match cfg.format {
         Format::Json => Box::new(JsonSink::new(out, mode)),
         Format::Raw => Box::new(RawSink::new(out)),
-        Format::Text => {
+        Format::None | Format::Text => {
             let width = if cfg.filter.family == tcptrace_common::AF_INET {
                 15
             } else {
@@ -274,13 +288,16 @@ fn output(cfg: &Config, dest: Destination, policy: Backpressure) -> io::Result<B
             let header = cfg.header && mode == Mode::Events;
             Box::new(TextSink::new(out, mode, width, header))
         }
-    })
+    }))
 }
 
 /// Every sink `cfg` asks for, behind one fan-out: the output format first. Live tracing
 /// drops output rather than stall when the reader does not keep up; `replay` waits.
 pub fn build(cfg: &Config, policy: Backpressure) -> io::Result<Fanout<'static>> {
     let mut sinks = Fanout::default();
-    sinks.push(output(cfg, Destination::from_config(cfg), policy)?);
+    if let Some(out) = output(cfg, Destination::from_config(cfg), policy)? {
+        sinks.push(out);
+    }
+    metrics::add(cfg, &mut sinks)?;
     Ok(sinks)
 }
