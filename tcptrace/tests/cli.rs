@@ -22,6 +22,24 @@ fn bad_values_are_one_line_errors() {
         &["--events", "--latency", "soon"],
         &["--format", "raw"],
         &["replay", "/dev/null", "--format", "raw"],
+        &["--format", "none"],
+        &["--metrics-labels", "netns"],
+        &["--metrics", "127.0.0.1"],
+        &[
+            "--metrics",
+            "127.0.0.1:9464",
+            "--metrics-labels",
+            "netns,pid",
+        ],
+        &[
+            "--metrics",
+            "127.0.0.1:9464",
+            "--format",
+            "none",
+            "-o",
+            "/dev/null",
+        ],
+        &["--metrics", "127.0.0.1:9464", "replay", "/dev/null"],
     ] {
         let out = tcptrace(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -30,6 +48,22 @@ fn bad_values_are_one_line_errors() {
         assert!(err.starts_with("tcptrace: "), "{args:?}: {err}");
         assert!(out.stdout.is_empty());
     }
+}
+
+/// The metrics socket is bound before anything is loaded: a port in use is one line, and
+/// nothing is traced.
+#[test]
+fn metrics_address_in_use_is_a_one_line_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = tcptrace(&["--metrics", &addr, "--format", "none", "--duration", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("tcptrace: --metrics {addr}: ")) && err.contains("in use"),
+        "{err}"
+    );
 }
 
 #[test]

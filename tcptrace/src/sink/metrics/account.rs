@@ -250,7 +250,8 @@ pub struct LabelSet {
 /// TIME_WAIT sockets of one namespace, as last sampled.
 #[derive(Clone, Copy, Debug)]
 pub struct TimeWait {
-    pub sockets: u64,
+    /// None until a sample with a socket dump came.
+    pub sockets: Option<u64>,
     sampled_ns: u64,
     /// Has a series of its own (else summed under `overflow`).
     pub own: bool,
@@ -539,24 +540,28 @@ impl Account {
             .or_default() += 1;
     }
 
-    /// A namespace sample: its TIME_WAIT sockets now.
+    /// A namespace sample: its TIME_WAIT sockets now. A namespace's first sample is the
+    /// baseline of its counters, taken when it is first seen, without a socket dump: it says
+    /// nothing about TIME_WAIT.
     pub fn sample(&mut self, s: &NetnsSample) {
-        let known = self.tally.time_wait.contains_key(&s.netns);
-        // The sample taken when a namespace is first seen is the counters' baseline, without
-        // a socket dump: it says nothing about TIME_WAIT.
-        let dumped =
-            s.time_wait_total > 0 || !s.time_wait_by_dest.is_empty() || !s.listeners.is_empty();
-        if !known && !dumped {
-            return;
+        let now_ns = self.now_ns;
+        match self.tally.time_wait.get_mut(&s.netns) {
+            Some(t) => {
+                t.sockets = Some(s.time_wait_total);
+                t.sampled_ns = now_ns;
+            }
+            None => {
+                let own = self.tally.time_wait.values().filter(|t| t.own).count();
+                self.tally.time_wait.insert(
+                    s.netns,
+                    TimeWait {
+                        sockets: None,
+                        sampled_ns: now_ns,
+                        own: own < MAX_NAMESPACES,
+                    },
+                );
+            }
         }
-        let own = self.tally.time_wait.values().filter(|t| t.own).count();
-        let entry = self.tally.time_wait.entry(s.netns).or_insert(TimeWait {
-            sockets: 0,
-            sampled_ns: 0,
-            own: own < MAX_NAMESPACES,
-        });
-        entry.sockets = s.time_wait_total;
-        entry.sampled_ns = self.now_ns;
     }
 
     /// The periodic tick: the pipeline's counters, and what has gone idle is dropped.

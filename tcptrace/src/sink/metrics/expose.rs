@@ -228,10 +228,11 @@ impl Collector for Exposition {
         let mut time_wait: Vec<(Labels, u64)> = Vec::new();
         let mut others = None;
         for (tw, name) in t.time_wait.values().zip(&netns_names) {
+            let Some(n) = tw.sockets else { continue };
             if tw.own {
-                time_wait.push((vec![("netns", name.as_str())], tw.sockets));
+                time_wait.push((vec![("netns", name.as_str())], n));
             } else {
-                *others.get_or_insert(0) += tw.sockets;
+                *others.get_or_insert(0) += n;
             }
         }
         if let Some(n) = others {

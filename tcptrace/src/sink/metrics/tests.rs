@@ -435,17 +435,13 @@ fn labels_come_from_the_namespace_and_the_cgroup_once_it_is_named() {
     assert!(!text.lines().any(|l| l.starts_with("# TYPE x ")), "{text}");
 }
 
-fn sample(netns: u32, time_wait: u64, dumped: bool) -> NetnsSample {
+fn sample(netns: u32, time_wait: u64) -> NetnsSample {
     NetnsSample {
         netns,
         ts_ns: 0,
         tcpext: Vec::new(),
         time_wait_total: time_wait,
-        time_wait_by_dest: if dumped && time_wait > 0 {
-            vec![(IpAddr::V4(Ipv4Addr::LOCALHOST), 80, time_wait)]
-        } else {
-            Vec::new()
-        },
+        time_wait_by_dest: Vec::new(),
         listeners: Vec::new(),
     }
 }
@@ -453,32 +449,43 @@ fn sample(netns: u32, time_wait: u64, dumped: bool) -> NetnsSample {
 #[test]
 fn time_wait_comes_from_samples_per_namespace_with_a_cap() {
     let mut a = Account::new(Labels::default());
+    let rendered =
+        |a: &mut Account| render(Arc::new(a.publish()), Process::default(), Format::Text);
     // A namespace's first sample is its counters' baseline, taken without a dump.
-    a.sample(&sample(1, 0, false));
-    assert!(a.tally().time_wait.is_empty());
-    a.sample(&sample(1, 5, true));
-    a.sample(&sample(2, 3, true));
-    assert_eq!(a.tally().time_wait[&1].sockets, 5);
-    // Once known, an empty sample is a reading: its TIME_WAIT sockets expired.
-    a.sample(&sample(1, 0, false));
-    assert_eq!(a.tally().time_wait[&1].sockets, 0);
-    for ns in 10..10 + MAX_NAMESPACES as u32 {
-        a.sample(&sample(ns, 1, true));
-    }
-    let text = render(Arc::new(a.publish()), Process::default(), Format::Text);
+    a.sample(&sample(1, 0));
+    assert!(!rendered(&mut a).contains("tcptrace_time_wait_sockets{"));
+    a.sample(&sample(1, 5));
+    a.sample(&sample(2, 9));
+    a.sample(&sample(2, 3));
+    let text = rendered(&mut a);
     assert!(
-        text.contains("tcptrace_time_wait_sockets{netns=\"2\"} 3"),
+        text.contains("tcptrace_time_wait_sockets{netns=\"1\"} 5\n"),
         "{text}"
     );
-    assert!(text.contains("tcptrace_time_wait_sockets{netns=\"1\"} 0"));
+    assert!(text.contains("tcptrace_time_wait_sockets{netns=\"2\"} 3\n"));
+    a.sample(&sample(1, 0));
+    for ns in 10..10 + MAX_NAMESPACES as u32 {
+        a.sample(&sample(ns, 0));
+        a.sample(&sample(ns, 1));
+    }
+    let text = rendered(&mut a);
+    assert!(
+        text.contains("tcptrace_time_wait_sockets{netns=\"1\"} 0\n"),
+        "{text}"
+    );
+    assert!(text.contains("tcptrace_time_wait_sockets{netns=\"10\"} 1\n"));
     // Two namespaces came first, so the last two of the others share one series.
     assert!(
-        text.contains("tcptrace_time_wait_sockets{netns=\"overflow\"} 2"),
+        text.contains("tcptrace_time_wait_sockets{netns=\"overflow\"} 2\n"),
         "{text}"
+    );
+    assert_eq!(
+        text.matches("tcptrace_time_wait_sockets{").count(),
+        MAX_NAMESPACES + 1
     );
     // Not sampled for a minute: gone.
     a.tick(61_000_000_000, &Stats::default());
-    assert!(a.tally().time_wait.is_empty());
+    assert!(!rendered(&mut a).contains("tcptrace_time_wait_sockets{"));
 }
 
 #[test]
