@@ -165,6 +165,14 @@ impl Collector for Exposition {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let t = &*self.tally;
         let sets: Vec<&LabelSet> = t.label_sets().collect();
+        // The connection families of a set that only counted events (retransmits, resets)
+        // would be all zeros: they appear once it counts a connection. Without optional labels
+        // they exist from the start, so rate() sees the first increment.
+        let conn_sets: Vec<&LabelSet> = sets
+            .iter()
+            .copied()
+            .filter(|s| s.values.is_empty() || s.counters.ends.iter().flatten().any(|n| *n > 0))
+            .collect();
         let seconds = Unit::Seconds;
         let bytes = Unit::Bytes;
 
@@ -174,7 +182,7 @@ impl Collector for Exposition {
             "tcptrace_connections_ended",
             "Connections whose record was completed, by role (client: active open, server: passive open) and how they ended (open: still open when tracing stopped or evicted from the table).",
             None,
-            sets.iter().flat_map(|s| {
+            conn_sets.iter().flat_map(|s| {
                 ROLES.iter().enumerate().flat_map(move |(r, role)| {
                     ENDS.iter().enumerate().filter_map(move |(e, end)| {
                         let n = s.counters.ends[r][e];
@@ -194,21 +202,23 @@ impl Collector for Exposition {
             &mut enc,
             "tcptrace_connect_latency",
             "Time client connections that established spent in SYN_SENT (connect() to the SYN-ACK).",
-            sets.iter()
+            conn_sets
+                .iter()
                 .map(|s| (with_set(&[], t, s), &s.counters.connect)),
         )?;
         histograms(
             &mut enc,
             "tcptrace_server_handshake",
             "Time server connections that established spent in SYN_RECV, from the creation of their socket (the kernel makes it when the handshake's last ACK arrives) to ESTABLISHED.",
-            sets.iter()
+            conn_sets
+                .iter()
                 .map(|s| (with_set(&[], t, s), &s.counters.handshake)),
         )?;
         histograms(
             &mut enc,
             "tcptrace_connection_lifetime",
             "Lifetime of finished connections whose start was seen, by role.",
-            sets.iter().flat_map(|s| {
+            conn_sets.iter().flat_map(|s| {
                 ROLES[..2].iter().enumerate().map(move |(r, role)| {
                     (
                         with_set(&[("role", role.name())], t, s),

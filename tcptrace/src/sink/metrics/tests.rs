@@ -419,6 +419,20 @@ fn labels_come_from_the_namespace_and_the_cgroup_once_it_is_named() {
         s.counters.retransmits[usize::from(TcpState::ESTABLISHED.0)][SegmentKind::Data as usize],
         1
     );
+    // Its set counted no connection: no all-zero connection series for it.
+    let text = render(Arc::new(a.publish()), Process::default(), Format::Text);
+    assert_eq!(a.label_sets(), 3);
+    assert_eq!(
+        text.matches("tcptrace_connect_latency_seconds_count{")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "tcptrace_retransmits_total{state=\"ESTABLISHED\",kind=\"data\",netns=\"11\""
+        )
+    );
 
     // A hostile unit name is one escaped label value, never a line of its own.
     ctx.learn_cgroup(43, "/system.slice/evil\"}\n# TYPE x counter\\.service");
