@@ -7,6 +7,7 @@ use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, TcpListener, TcpStream},
     path::Path,
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -100,27 +101,68 @@ impl Scraper {
     }
 }
 
-/// One connection to each of [`PORTS`] loopback listeners, each closed by the client: a label
-/// set per service port (client and server side share it), beyond the cap.
-fn connect_to_many_ports() -> anyhow::Result<()> {
-    let listeners: Vec<TcpListener> = (0..PORTS)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<Result<_, _>>()
-        .context("binding loopback listeners")?;
-    for l in &listeners {
-        let client = TcpStream::connect(l.local_addr()?)?;
-        let (server, _) = l.accept()?;
-        drop(client);
-        drop(server);
+/// A throwaway network namespace the label-set traffic runs in, so that `-N` keeps the rest
+/// of the host (other work on a shared machine) out of the measurement, in the kernel.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> anyhow::Result<Self> {
+        let name = format!("tcptrace-bench-{}", std::process::id());
+        let ok = |args: &[&str]| -> anyhow::Result<()> {
+            let st = Command::new("ip")
+                .args(args)
+                .status()
+                .context("running ip")?;
+            if !st.success() {
+                bail!("ip {} failed", args.join(" "));
+            }
+            Ok(())
+        };
+        ok(&["netns", "add", &name])?;
+        let ns = Self(name);
+        ok(&["-n", &ns.0, "link", "set", "lo", "up"])?;
+        Ok(ns)
     }
-    Ok(())
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+
+    /// One connection to each of [`PORTS`] loopback listeners inside it, each closed by the
+    /// client: a label set per service port (client and server side share it), beyond the cap.
+    fn connect_to_many_ports(&self) -> anyhow::Result<()> {
+        let script = format!(
+            "import socket\nls=[]\nfor i in range({PORTS}):\n    l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen(4); ls.append(l)\n\
+             for l in ls:\n    c=socket.create_connection(l.getsockname()); s,_=l.accept(); c.close(); s.close()\n"
+        );
+        let st = Command::new("ip")
+            .args(["netns", "exec", &self.0, "python3", "-c", &script])
+            .status()
+            .context("running python3")?;
+        if !st.success() {
+            bail!("the connections in {} failed", self.0);
+        }
+        Ok(())
+    }
 }
 
-/// RSS of a tracer idle after `work`, and its peak.
-fn rss_after(setup: &Setup, dir: &Path, metrics: Option<u16>) -> anyhow::Result<(u64, u64, u64)> {
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A tracer's resident memory idle after attaching and after the connections (and a scrape),
+/// and its peak.
+fn rss_around(
+    setup: &Setup,
+    dir: &Path,
+    ns: &Netns,
+    metrics: Option<u16>,
+) -> anyhow::Result<(u64, u64, u64)> {
     let t = Running::start(setup, dir)?;
     let before = tracer::rss(t.pid())?;
-    connect_to_many_ports()?;
+    ns.connect_to_many_ports()?;
     // Records are complete after the close grace; the sink publishes on its 1 s tick.
     thread::sleep(Duration::from_millis(2500));
     if let Some(port) = metrics {
@@ -138,10 +180,14 @@ pub fn label_memory(tcptrace: &Path, dir: &Path) -> anyhow::Result<String> {
     eprintln!("==> metrics memory: {PORTS} service ports, labels {ALL_LABELS}");
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
+    let ns = Netns::new()?;
+    let only = ns.path();
     let with = Setup::tcptrace(
         "metrics-all-labels",
         tcptrace,
         &[
+            "-N",
+            &only,
             "--format",
             "none",
             "--metrics",
@@ -154,14 +200,14 @@ pub fn label_memory(tcptrace: &Path, dir: &Path) -> anyhow::Result<String> {
     let without = Setup::tcptrace(
         "records-only",
         tcptrace,
-        &["--format", "json"],
+        &["-N", &only, "--format", "json"],
         Sink::DevNull,
     );
-    let (m_before, m_after, m_peak) = rss_after(&with, dir, Some(port))?;
-    let (r_before, r_after, r_peak) = rss_after(&without, dir, None)?;
+    let (m_before, m_after, m_peak) = rss_around(&with, dir, &ns, Some(port))?;
+    let (r_before, r_after, r_peak) = rss_around(&without, dir, &ns, None)?;
     // What a scrape of the full label sets looks like (a fresh run, same connections).
     let t = Running::start(&with, dir)?;
-    connect_to_many_ports()?;
+    ns.connect_to_many_ports()?;
     thread::sleep(Duration::from_millis(2500));
     let body = scrape(port).context("scraping the tracer")?;
     t.stop()?;
@@ -172,13 +218,14 @@ pub fn label_memory(tcptrace: &Path, dir: &Path) -> anyhow::Result<String> {
     let mut md = String::from("### Metrics memory with the largest label set\n\n");
     writeln!(
         md,
-        "One loopback connection to each of {PORTS} listeners (a label set per service port, \
-         beyond the cap of 256: the rest count under `overflow`), then one scrape \
+        "One loopback connection to each of {PORTS} listeners in a throwaway network namespace \
+         (traced alone, `-N`; a label set per service port, beyond the cap of 256: the rest \
+         count under `overflow`), then one scrape \
          ({} series, {:.0} KB). Resident memory idle before the connections → after them and \
          the scrape (peak):\n\n\
          | tcptrace | RSS before MiB | RSS after MiB | peak MiB |\n|---|---:|---:|---:|\n\
-         | `--format none --metrics ADDR --metrics-labels {ALL_LABELS}` | {:.1} | {:.1} | {:.1} |\n\
-         | `--format json` (records only) | {:.1} | {:.1} | {:.1} |\n",
+         | `-N NS --format none --metrics ADDR --metrics-labels {ALL_LABELS}` | {:.1} | {:.1} | {:.1} |\n\
+         | `-N NS --format json` (records only) | {:.1} | {:.1} | {:.1} |\n",
         series(&body),
         body.len() as f64 / 1e3,
         mib(m_before),
