@@ -61,6 +61,53 @@ impl Sink for Feed<'_> {
         self.0.finding(ctx, f);
         Ok(())
     }
+    fn tick(&mut self, _ctx: &Context, now_ns: u64, stats: &Stats) -> io::Result<()> {
+        self.0.tick(now_ns, stats);
+        Ok(())
+    }
+}
+
+/// An output that could not deliver some lines.
+struct Lossy;
+
+impl Sink for Lossy {
+    fn interest(&self) -> Interest {
+        Interest::CONNS
+    }
+    fn out_stats(&self) -> crate::sink::OutStats {
+        crate::sink::OutStats {
+            stalled: 5,
+            failed: 2,
+        }
+    }
+}
+
+/// What the output could not write reaches the metrics at each tick, not only at the end.
+#[test]
+fn undelivered_output_is_counted_at_each_tick() {
+    let mut account = Account::new(Labels::default());
+    {
+        let mut sinks = Fanout::default();
+        sinks.push(Box::new(Lossy));
+        sinks.push(Box::new(Feed(&mut account)));
+        let mut pipeline = Pipeline::new(
+            TableConfig::default(),
+            ConnFilter::default(),
+            None,
+            &mut sinks,
+        );
+        pipeline.tick(1_000_000_000).unwrap();
+    }
+    let text = render(
+        Arc::new(account.publish()),
+        Process::default(),
+        Format::Text,
+    );
+    assert!(
+        text.contains("tcptrace_output_lines_dropped_total{reason=\"reader_stalled\"} 5\n"),
+        "{text}"
+    );
+    assert!(text.contains("tcptrace_output_lines_dropped_total{reason=\"write_error\"} 2\n"));
 }
 
 /// Replays `path` into `sinks` as `tcptrace replay` does (diagnoses at warning).
