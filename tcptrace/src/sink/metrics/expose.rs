@@ -2,7 +2,7 @@
 //! labels, encoded by prometheus-client (a [`Collector`] over the published copy) in the
 //! OpenMetrics text format, or Prometheus' older text format for clients that do not ask for
 //! OpenMetrics.
-use std::{fmt, sync::Arc};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use prometheus_client::{
     collector::Collector,
@@ -12,7 +12,7 @@ use prometheus_client::{
     metrics::MetricType,
     registry::{Registry, Unit},
 };
-use tcptrace_core::tcp::SegmentKind;
+use tcptrace_core::{diagnose::Severity, lifecycle::conn::SEGMENT_KINDS, tcp::SegmentKind};
 
 use super::account::{ENDS, Histogram, LabelSet, OVERFLOW, ROLES, Tally, reason_label, slot_state};
 
@@ -102,48 +102,49 @@ fn with_set<'a>(own: &[(&'static str, &'a str)], t: &'a Tally, set: &'a LabelSet
     l
 }
 
-fn each(
-    m: &mut MetricEncoder,
-    labels: &Labels,
-    f: impl FnOnce(&mut MetricEncoder) -> fmt::Result,
+/// A family's name, help and unit.
+type Desc<'s> = (&'s str, &'s str, Option<&'s Unit>);
+
+/// One metric family: its descriptor, then each series with its labels.
+fn family<'a, V>(
+    enc: &mut DescriptorEncoder,
+    (name, help, unit): Desc,
+    kind: MetricType,
+    series: impl IntoIterator<Item = (Labels<'a>, V)>,
+    value: impl Fn(&mut MetricEncoder, &V) -> fmt::Result,
 ) -> fmt::Result {
-    if labels.is_empty() {
-        f(m)
-    } else {
-        f(&mut m.encode_family(labels)?)
+    let mut m = enc.encode_descriptor(name, help, unit, kind)?;
+    for (labels, v) in series {
+        if labels.is_empty() {
+            value(&mut m, &v)?;
+        } else {
+            value(&mut m.encode_family(&labels)?, &v)?;
+        }
     }
+    Ok(())
 }
 
 fn counters<'a, V: EncodeCounterValue>(
     enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
+    desc: Desc,
     series: impl IntoIterator<Item = (Labels<'a>, V)>,
 ) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, unit, MetricType::Counter)?;
-    for (labels, v) in series {
-        each(&mut m, &labels, |m| {
-            m.encode_counter::<NoLabelSet, V, u64>(&v, None)
-        })?;
-    }
-    Ok(())
+    family(enc, desc, MetricType::Counter, series, |m, v| {
+        m.encode_counter::<NoLabelSet, V, u64>(v, None)
+    })
 }
 
 fn gauges<'a, V: EncodeGaugeValue>(
     enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
+    desc: Desc,
     series: impl IntoIterator<Item = (Labels<'a>, V)>,
 ) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, unit, MetricType::Gauge)?;
-    for (labels, v) in series {
-        each(&mut m, &labels, |m| m.encode_gauge(&v))?;
-    }
-    Ok(())
+    family(enc, desc, MetricType::Gauge, series, |m, v| {
+        m.encode_gauge(v)
+    })
 }
 
+/// Histograms in seconds.
 fn histograms<'a>(
     enc: &mut DescriptorEncoder,
     name: &str,
@@ -151,14 +152,40 @@ fn histograms<'a>(
     series: impl IntoIterator<Item = (Labels<'a>, &'a Histogram)>,
 ) -> fmt::Result {
     let seconds = Unit::Seconds;
-    let mut m = enc.encode_descriptor(name, help, Some(&seconds), MetricType::Histogram)?;
-    for (labels, h) in series {
+    let desc = (name, help, Some(&seconds));
+    family(enc, desc, MetricType::Histogram, series, |m, h| {
         let buckets: Vec<(f64, u64)> = h.buckets().collect();
-        each(&mut m, &labels, |m| {
-            m.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
-        })?;
-    }
-    Ok(())
+        m.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
+    })
+}
+
+/// A set's nonzero counts by state and segment kind.
+fn by_state_and_kind<'a>(
+    t: &'a Tally,
+    s: &'a LabelSet,
+    table: &'a [[u64; SEGMENT_KINDS]],
+) -> impl Iterator<Item = (Labels<'a>, u64)> + 'a {
+    table.iter().enumerate().flat_map(move |(st, row)| {
+        let state = slot_state(st).map_or("unknown", |s| s.name());
+        SegmentKind::ALL.into_iter().filter_map(move |k| {
+            let n = row[k as usize];
+            (n > 0).then(|| (with_set(&[("state", state), ("kind", k.name())], t, s), n))
+        })
+    })
+}
+
+/// A set's counts by rule and severity.
+fn by_rule<'a>(
+    t: &'a Tally,
+    s: &'a LabelSet,
+    counts: &'a BTreeMap<(&'static str, Severity), u64>,
+) -> impl Iterator<Item = (Labels<'a>, u64)> + 'a {
+    counts.iter().map(move |((rule, sev), n)| {
+        (
+            with_set(&[("rule", rule), ("severity", sev.name())], t, s),
+            *n,
+        )
+    })
 }
 
 impl Collector for Exposition {
@@ -179,9 +206,11 @@ impl Collector for Exposition {
         // Connections.
         counters(
             &mut enc,
-            "tcptrace_connections_ended",
-            "Connections whose record was completed, by role (client: active open, server: passive open) and how they ended (open: still open when tracing stopped or evicted from the table).",
-            None,
+            (
+                "tcptrace_connections_ended",
+                "Connections whose record was completed, by role (client: active open, server: passive open) and how they ended (open: still open when tracing stopped or evicted from the table).",
+                None,
+            ),
             conn_sets.iter().flat_map(|s| {
                 ROLES.iter().enumerate().flat_map(move |(r, role)| {
                     ENDS.iter().enumerate().filter_map(move |(e, end)| {
@@ -229,9 +258,11 @@ impl Collector for Exposition {
         )?;
         gauges(
             &mut enc,
-            "tcptrace_connections_open",
-            "Connections tracked now (the connection table: open, half-open and closing).",
-            None,
+            (
+                "tcptrace_connections_open",
+                "Connections tracked now (the connection table: open, half-open and closing).",
+                None,
+            ),
             [(Vec::new(), t.stats.tracked)],
         )?;
         let netns_names: Vec<String> = t.time_wait.keys().map(u32::to_string).collect();
@@ -250,53 +281,42 @@ impl Collector for Exposition {
         }
         gauges(
             &mut enc,
-            "tcptrace_time_wait_sockets",
-            "TIME_WAIT (and orphaned FIN_WAIT2) sockets of a network namespace at its last sample (namespaces beyond the first 256 are summed under netns=\"overflow\").",
-            None,
+            (
+                "tcptrace_time_wait_sockets",
+                "TIME_WAIT (and orphaned FIN_WAIT2) sockets of a network namespace at its last sample (namespaces beyond the first 256 are summed under netns=\"overflow\").",
+                None,
+            ),
             time_wait,
         )?;
 
         // Retransmits and resets, as they happen.
-        for (name, help, failed) in [
+        counters(
+            &mut enc,
             (
                 "tcptrace_retransmits",
                 "Segments retransmitted, by the socket's state and the segment's kind (syn, synack, fin, data).",
-                false,
+                None,
             ),
+            sets.iter()
+                .flat_map(|s| by_state_and_kind(t, s, &s.counters.retransmits)),
+        )?;
+        counters(
+            &mut enc,
             (
                 "tcptrace_retransmit_failures",
                 "Retransmissions the kernel attempted but could not send, by state and kind.",
-                true,
-            ),
-        ] {
-            counters(
-                &mut enc,
-                name,
-                help,
                 None,
-                sets.iter().flat_map(|s| {
-                    let table = if failed {
-                        &s.counters.retransmit_failures
-                    } else {
-                        &s.counters.retransmits
-                    };
-                    table.iter().enumerate().flat_map(move |(st, row)| {
-                        SegmentKind::ALL.into_iter().filter_map(move |k| {
-                            let n = row[k as usize];
-                            let state = slot_state(st).map_or("unknown", |s| s.name());
-                            (n > 0).then(|| {
-                                (with_set(&[("state", state), ("kind", k.name())], t, s), n)
-                            })
-                        })
-                    })
-                }),
-            )?;
-        }
+            ),
+            sets.iter()
+                .flat_map(|s| by_state_and_kind(t, s, &s.counters.retransmit_failures)),
+        )?;
         counters(
             &mut enc,
-            "tcptrace_resets",
-            "Resets sent and received, by the kernel's reason (sk_rst_reason; none when the kernel gives none).",
-            None,
+            (
+                "tcptrace_resets",
+                "Resets sent and received, by the kernel's reason (sk_rst_reason; none when the kernel gives none).",
+                None,
+            ),
             sets.iter().flat_map(|s| {
                 s.counters.resets.iter().map(move |((sent, reason), n)| {
                     let dir = if *sent { "sent" } else { "received" };
@@ -315,43 +335,33 @@ impl Collector for Exposition {
             }),
         )?;
 
-        // Diagnoses.
+        // Diagnoses of records, and findings of namespaces.
         counters(
             &mut enc,
-            "tcptrace_diagnoses",
-            "Diagnoses of connection records, by rule and severity (at the --diagnose level and above).",
-            None,
-            sets.iter().flat_map(|s| {
-                s.counters.diagnoses.iter().map(move |((rule, sev), n)| {
-                    (
-                        with_set(&[("rule", rule), ("severity", sev.name())], t, s),
-                        *n,
-                    )
-                })
-            }),
+            (
+                "tcptrace_diagnoses",
+                "Diagnoses of connection records, by rule and severity (at the --diagnose level and above).",
+                None,
+            ),
+            sets.iter()
+                .flat_map(|s| by_rule(t, s, &s.counters.diagnoses)),
         )?;
         counters(
             &mut enc,
-            "tcptrace_namespace_findings",
-            "Namespace-wide findings (TIME_WAIT pressure, listen queue overflows, ...), by rule and severity.",
-            None,
-            sets.iter().flat_map(|s| {
-                s.counters.findings.iter().map(move |((rule, sev), n)| {
-                    (
-                        with_set(&[("rule", rule), ("severity", sev.name())], t, s),
-                        *n,
-                    )
-                })
-            }),
+            (
+                "tcptrace_namespace_findings",
+                "Namespace-wide findings (TIME_WAIT pressure, listen queue overflows, ...), by rule and severity.",
+                None,
+            ),
+            sets.iter()
+                .flat_map(|s| by_rule(t, s, &s.counters.findings)),
         )?;
 
         // The tracer itself.
         let st = &t.stats;
         counters(
             &mut enc,
-            "tcptrace_events",
-            "Kernel events processed, by kind.",
-            None,
+            ("tcptrace_events", "Kernel events processed, by kind.", None),
             [
                 ("state", st.state),
                 ("retransmit", st.retransmit),
@@ -363,9 +373,11 @@ impl Collector for Exposition {
         )?;
         counters(
             &mut enc,
-            "tcptrace_events_lost",
-            "Kernel events lost, by cause: ring_full (the ring buffer was full) or recursion (program runs the kernel skipped).",
-            None,
+            (
+                "tcptrace_events_lost",
+                "Kernel events lost, by cause: ring_full (the ring buffer was full) or recursion (program runs the kernel skipped).",
+                None,
+            ),
             [
                 ("ring_full", st.lost_ring),
                 ("recursion", st.lost_recursion),
@@ -374,30 +386,38 @@ impl Collector for Exposition {
         )?;
         counters(
             &mut enc,
-            "tcptrace_records_malformed",
-            "Kernel records that could not be decoded.",
-            None,
+            (
+                "tcptrace_records_malformed",
+                "Kernel records that could not be decoded.",
+                None,
+            ),
             [(Vec::new(), st.malformed)],
         )?;
         counters(
             &mut enc,
-            "tcptrace_table_evictions",
-            "Connections evicted from the full connection table (--max-conns).",
-            None,
+            (
+                "tcptrace_table_evictions",
+                "Connections evicted from the full connection table (--max-conns).",
+                None,
+            ),
             [(Vec::new(), st.table.evicted)],
         )?;
         counters(
             &mut enc,
-            "tcptrace_sock_diag_skipped",
-            "sock_diag look-ups skipped to stay within their budget (2000/s).",
-            None,
+            (
+                "tcptrace_sock_diag_skipped",
+                "sock_diag look-ups skipped to stay within their budget (2000/s).",
+                None,
+            ),
             [(Vec::new(), st.diag_skipped)],
         )?;
         counters(
             &mut enc,
-            "tcptrace_output_lines_dropped",
-            "Output lines not written, by reason: reader_stalled (the reader did not keep up) or write_error (e.g. a full disk).",
-            None,
+            (
+                "tcptrace_output_lines_dropped",
+                "Output lines not written, by reason: reader_stalled (the reader did not keep up) or write_error (e.g. a full disk).",
+                None,
+            ),
             [
                 ("reader_stalled", st.output.stalled),
                 ("write_error", st.output.failed),
@@ -406,38 +426,48 @@ impl Collector for Exposition {
         )?;
         counters(
             &mut enc,
-            "tcptrace_metrics_overflow",
-            "Connections, events and findings counted under the overflow label set (more than 256 label sets).",
-            None,
+            (
+                "tcptrace_metrics_overflow",
+                "Connections, events and findings counted under the overflow label set (more than 256 label sets).",
+                None,
+            ),
             [(Vec::new(), t.overflowed)],
         )?;
         gauges(
             &mut enc,
-            "tcptrace_metrics_label_sets",
-            "Label sets of --metrics-labels in use (at most 256, then overflow).",
-            None,
+            (
+                "tcptrace_metrics_label_sets",
+                "Label sets of --metrics-labels in use (at most 256, then overflow).",
+                None,
+            ),
             [(Vec::new(), t.sets.iter().flatten().count())],
         )?;
         let p = &self.process;
         counters(
             &mut enc,
-            "process_cpu",
-            "User and system CPU time of the tracer, all threads.",
-            Some(&seconds),
+            (
+                "process_cpu",
+                "User and system CPU time of the tracer, all threads.",
+                Some(&seconds),
+            ),
             [(Vec::new(), p.cpu_secs)],
         )?;
         gauges(
             &mut enc,
-            "process_resident_memory",
-            "Resident memory of the tracer.",
-            Some(&bytes),
+            (
+                "process_resident_memory",
+                "Resident memory of the tracer.",
+                Some(&bytes),
+            ),
             [(Vec::new(), p.rss_bytes)],
         )?;
         gauges(
             &mut enc,
-            "process_start_time",
-            "When the tracer started, seconds since the Unix epoch.",
-            Some(&seconds),
+            (
+                "process_start_time",
+                "When the tracer started, seconds since the Unix epoch.",
+                Some(&seconds),
+            ),
             [(Vec::new(), p.start_secs)],
         )?;
         Ok(())

@@ -27,14 +27,13 @@ use crate::{
     sink::{Backpressure, Destination, JsonSink, Out},
 };
 
-const FIXTURE: &str = concat!(
+/// The recorded six-scenario stream and its committed records (as `tests/replay.rs` uses them).
+const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../tcptrace-core/tests/fixtures/netns_scenarios.jsonl"
+    "/../tcptrace-core/tests/fixtures"
 );
-const GOLDEN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tcptrace-core/tests/fixtures/netns_scenarios.conn.jsonl"
-);
+const FIXTURE: &str = "netns_scenarios.jsonl";
+const GOLDEN: &str = "netns_scenarios.conn.jsonl";
 
 /// Feeds an [`Account`] from the pipeline as the metrics sink does, without serving it.
 struct Feed<'a>(&'a mut Account);
@@ -111,20 +110,21 @@ fn undelivered_output_is_counted_at_each_tick() {
 }
 
 /// Replays `path` into `sinks` as `tcptrace replay` does (diagnoses at warning).
-fn replay_into(path: &str, sinks: &mut Fanout) -> Stats {
+fn replay_into(name: &str, sinks: &mut Fanout) -> Stats {
     let mut pipeline = Pipeline::new(
         TableConfig::default(),
         ConnFilter::default(),
         Some(Severity::Warning),
         sinks,
     );
-    let (stats, damage) = crate::replay::replay(Path::new(path), &mut pipeline).unwrap();
+    let path = Path::new(FIXTURES).join(name);
+    let (stats, damage) = crate::replay::replay(&path, &mut pipeline).unwrap();
     assert!(damage.is_none(), "{damage:?}");
     stats
 }
 
-fn json_lines(path: &str) -> Vec<Value> {
-    std::fs::read_to_string(path)
+fn json_lines(name: &str) -> Vec<Value> {
+    std::fs::read_to_string(Path::new(FIXTURES).join(name))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
