@@ -35,7 +35,7 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(target: u16) -> Self {
-        let port = free_port(1024..65535);
+        let port = free_port(10000..20000);
         let dir = std::env::temp_dir().join(format!("tcptrace-prometheus-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -133,10 +133,13 @@ impl Drop for Prometheus {
     }
 }
 
-/// A loopback port in `range` nothing listens on now.
+/// A loopback port in `range` nothing listens on now, tried from a place that depends on
+/// the process, so that test runs side by side on one machine rarely pick the same.
 fn free_port(range: std::ops::Range<u16>) -> u16 {
-    range
-        .into_iter()
+    let len = u32::from(range.end - range.start);
+    let from = std::process::id() % len;
+    (0..len)
+        .map(|i| range.start + ((from + i) % len) as u16)
         .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
         .expect("a free loopback port")
 }
