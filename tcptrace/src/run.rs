@@ -216,9 +216,11 @@ pub async fn run(
         let _ = tx.send(());
     }
 
+    // A drain stopped at its batch limit: the ring holds more. The kernel does not wake a
+    // reader that has not caught up, so the loop drains on without waiting for readiness.
+    let mut more = false;
     let result: io::Result<()> = loop {
-        // Whether a drain stopped at its batch limit: the ring holds more.
-        let more = tokio::select! {
+        let drained = tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 match reader.drain(guard.get_inner_mut(), false) {
@@ -235,6 +237,7 @@ pub async fn run(
                     Err(e) => Err(e),
                 }
             }
+            _ = std::future::ready(()), if more => reader.drain(ring.get_mut(), false),
             _ = async { match poll.as_mut() { Some(p) => { p.tick().await; } None => std::future::pending().await } } => {
                 reader.drain(ring.get_mut(), false)
             }
@@ -246,17 +249,19 @@ pub async fn run(
                     break Ok(());
                 }
                 log::info!("SIGHUP: reopening the output");
-                reader.pipeline.reopen(monotonic_ns()).map(|()| false)
+                reader.pipeline.reopen(monotonic_ns()).map(|()| more)
             }
             _ = async { match stop.as_mut() { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => break Ok(()),
             _ = async { match deadline { Some(d) => sleep_until(d).await, None => std::future::pending().await } } => break Ok(()),
         };
-        match more {
+        more = match drained {
+            Ok(more) => more,
+            Err(e) => break Err(e),
+        };
+        if more {
             // A full batch: let the runtime's other tasks (the metrics endpoint) run before
             // the next one.
-            Ok(true) => tokio::task::yield_now().await,
-            Ok(false) => {}
-            Err(e) => break Err(e),
+            tokio::task::yield_now().await;
         }
     };
     // Detach first so nothing new arrives, then drain what the kernel already wrote.
