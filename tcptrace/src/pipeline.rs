@@ -108,7 +108,7 @@ impl<'s, 'f> Pipeline<'s, 'f> {
             sink,
             interest,
             table: ConnTable::new(table),
-            clock: StateClock::new(if interest.events {
+            clock: StateClock::new(if interest.timing {
                 STATE_CLOCK_CAPACITY
             } else {
                 1
@@ -183,7 +183,11 @@ impl<'s, 'f> Pipeline<'s, 'f> {
         }
         self.stats.count(ev);
         if self.interest.events {
-            let prev = self.clock.observe(ev);
+            let prev = if self.interest.timing {
+                self.clock.observe(ev)
+            } else {
+                None
+            };
             self.sink.event(&self.ctx, ev, prev)?;
         }
         if self.interest.conns {
@@ -296,6 +300,8 @@ impl<'s, 'f> Pipeline<'s, 'f> {
     /// The periodic tick of a live run.
     pub fn tick(&mut self, now_ns: u64) -> io::Result<()> {
         self.stats.table = self.table.stats;
+        self.stats.tracked = self.table.len() as u64;
+        self.stats.output = self.sink.out_stats();
         self.sink.tick(&self.ctx, now_ns, &self.stats)
     }
 

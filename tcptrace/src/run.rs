@@ -23,6 +23,11 @@ use crate::{
 };
 use tcptrace_core::{decode::decode, event::Event, snapshot::SnapLayout, wire::LostCause};
 
+/// Records read per drain at most. Under overload (producers outpacing the reader) the loop
+/// then goes back to the runtime between batches — signals, the tick and the metrics
+/// endpoint's tasks are served — instead of chasing the ring for as long as it refills.
+const DRAIN_BATCH: usize = 4096;
+
 /// The per-batch state of the reader.
 struct Reader<'p, 's, 'f> {
     pipeline: &'p mut Pipeline<'s, 'f>,
@@ -76,11 +81,17 @@ impl Reader<'_, '_, '_> {
         self.pipeline.flush()
     }
 
-    /// Reads what the ring holds, then the loss counters: a loss is recorded after the events
-    /// that came before it, and noted on the connections open then, before any goes out.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, tick: bool) -> io::Result<()> {
+    /// Reads what the ring holds (at most [`DRAIN_BATCH`] records: true when it stopped
+    /// there), then the loss counters: a loss is recorded after the events that came before
+    /// it, and noted on the connections open then, before any goes out.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, tick: bool) -> io::Result<bool> {
+        let mut read = 0;
         while let Some(item) = ring.next() {
             self.handle(&item)?;
+            read += 1;
+            if read == DRAIN_BATCH {
+                break;
+            }
         }
         if let Some(l) = self.ebpf_log.as_mut() {
             l.flush();
@@ -89,7 +100,8 @@ impl Reader<'_, '_, '_> {
         if tick {
             self.loss.tell();
         }
-        self.settle(tick)
+        self.settle(tick)?;
+        Ok(read == DRAIN_BATCH)
     }
 }
 
@@ -204,31 +216,32 @@ pub async fn run(
         let _ = tx.send(());
     }
 
+    // A drain stopped at its batch limit: the ring holds more. The kernel does not wake a
+    // reader that has not caught up, so the loop drains on without waiting for readiness.
+    let mut more = false;
     let result: io::Result<()> = loop {
-        tokio::select! {
+        let drained = tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                if let Err(e) = reader.drain(guard.get_inner_mut(), false) {
-                    break Err(e);
-                }
-                // The kernel only wakes a consumer that has caught up, and a wakeup landing
-                // between the drain above and `clear_ready` is lost; draining once more after
-                // clearing closes that window, so the reader can never stall behind a record.
-                guard.clear_ready();
-                if let Err(e) = reader.drain(ring.get_mut(), false) {
-                    break Err(e);
+                match reader.drain(guard.get_inner_mut(), false) {
+                    // Still readable: the next turn drains on.
+                    Ok(true) => Ok(true),
+                    Ok(false) => {
+                        // The kernel only wakes a consumer that has caught up, and a wakeup
+                        // landing between the drain above and `clear_ready` is lost; draining
+                        // once more after clearing closes that window, so the reader can never
+                        // stall behind a record.
+                        guard.clear_ready();
+                        reader.drain(ring.get_mut(), false)
+                    }
+                    Err(e) => Err(e),
                 }
             }
+            _ = std::future::ready(()), if more => reader.drain(ring.get_mut(), false),
             _ = async { match poll.as_mut() { Some(p) => { p.tick().await; } None => std::future::pending().await } } => {
-                if let Err(e) = reader.drain(ring.get_mut(), false) {
-                    break Err(e);
-                }
+                reader.drain(ring.get_mut(), false)
             }
-            _ = tick.tick() => {
-                if let Err(e) = reader.drain(ring.get_mut(), true) {
-                    break Err(e);
-                }
-            }
+            _ = tick.tick() => reader.drain(ring.get_mut(), true),
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => {
@@ -236,18 +249,26 @@ pub async fn run(
                     break Ok(());
                 }
                 log::info!("SIGHUP: reopening the output");
-                if let Err(e) = reader.pipeline.reopen(monotonic_ns()) {
-                    break Err(e);
-                }
+                reader.pipeline.reopen(monotonic_ns()).map(|()| more)
             }
             _ = async { match stop.as_mut() { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => break Ok(()),
             _ = async { match deadline { Some(d) => sleep_until(d).await, None => std::future::pending().await } } => break Ok(()),
+        };
+        more = match drained {
+            Ok(more) => more,
+            Err(e) => break Err(e),
+        };
+        if more {
+            // A full batch: let the runtime's other tasks (the metrics endpoint) run before
+            // the next one.
+            tokio::task::yield_now().await;
         }
     };
     // Detach first so nothing new arrives, then drain what the kernel already wrote.
     drop(tracer.ebpf.take());
     result?;
     let mut ring = ring.into_inner();
+    while reader.drain(&mut ring, false)? {}
     reader.drain(&mut ring, true)?;
     // What is still open: its numbers now, then every tracked connection goes out.
     reader.augment.at_exit(monotonic_ns(), &mut reader.facts);

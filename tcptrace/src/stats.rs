@@ -33,6 +33,8 @@ pub struct Stats {
     /// Of those, records the output left out (`--problems`, `--end`, `--diagnosed`).
     pub conns_withheld: u64,
     pub table: TableStats,
+    /// Connections in the table at the last tick.
+    pub tracked: u64,
     /// sock_diag lookups skipped to stay within the lookup budget.
     pub diag_skipped: u64,
     /// Connection records that carried at least one diagnosis.

@@ -41,7 +41,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     let r = match cfg.format {
         Format::Json => json(&mut out, ns, &sys),
-        Format::Text | Format::Line | Format::Raw => text(&mut out, ns, &sys),
+        Format::Text | Format::Line | Format::Raw | Format::None => text(&mut out, ns, &sys),
     };
     match r {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),

@@ -39,6 +39,30 @@ fn bad_values_are_one_line_errors() {
         &["--diagnosed", "--diagnose", "off"],
         &["--events", "--format", "line"],
         &["--events", "--format", "raw", "--summary"],
+        &["--format", "none"],
+        &["--metrics-labels", "netns"],
+        &["--metrics", "127.0.0.1"],
+        &[
+            "--metrics",
+            "127.0.0.1:9464",
+            "--metrics-labels",
+            "netns,pid",
+        ],
+        &[
+            "--metrics",
+            "127.0.0.1:9464",
+            "--format",
+            "none",
+            "-o",
+            "/dev/null",
+        ],
+        &[
+            "--metrics",
+            "127.0.0.1:9464",
+            "--format",
+            "none",
+            "--summary",
+        ],
     ] {
         let out = tcptrace(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -123,7 +147,7 @@ fn each_command_lists_only_its_flags() {
     let replay = help(&["replay", "--help"]);
     // Short help shows each format's values on one line.
     assert!(help(&["replay", "-h"]).contains("[possible values: text, line, json]"));
-    assert!(help(&["-h"]).contains("[possible values: text, line, json, raw]"));
+    assert!(help(&["-h"]).contains("[possible values: text, line, json, raw, none]"));
     for flag in [
         "--ring-buffer",
         "--latency",
@@ -154,6 +178,22 @@ fn each_command_lists_only_its_flags() {
     assert!(
         !lab.contains("--netns") && !lab.contains("--lport"),
         "{lab}"
+    );
+}
+
+/// The metrics socket is bound before anything is loaded: a port in use is one line, and
+/// nothing is traced.
+#[test]
+fn metrics_address_in_use_is_a_one_line_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = tcptrace(&["--metrics", &addr, "--format", "none", "--duration", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("tcptrace: --metrics {addr}: ")) && err.contains("in use"),
+        "{err}"
     );
 }
 
@@ -402,7 +442,10 @@ fn timers_print_one_way_and_counts_agree_with_their_nouns() {
     assert!(err.contains("; 1 sock_diag fact; 5 connections ("), "{err}");
     let out = tcptrace(&["replay", FIN_WAIT2]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("; 8 sock_diag facts; 2 connections ("), "{err}");
+    assert!(
+        err.contains("; 8 sock_diag facts; 2 connections ("),
+        "{err}"
+    );
 }
 
 /// Colour only where asked: `always` colours even a pipe, `never` and a pipe under `auto`

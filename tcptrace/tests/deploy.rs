@@ -63,6 +63,7 @@ fn systemd_unit_verifies_cleanly() {
         "ProtectHome=yes",
         "Restart=on-failure",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        "--metrics 127.0.0.1:9464",
     ] {
         assert!(unit.contains(hardening), "unit lacks {hardening}");
     }
@@ -102,6 +103,15 @@ fn daemonset_matches_the_kubernetes_schema() {
         assert!(yaml.contains(&format!("path: {mount}")), "no {mount} mount");
     }
     assert!(yaml.contains("limits:"), "no resource limits");
+    // The scrape annotation, the container port and --metrics name the same port.
+    for needle in [
+        "prometheus.io/scrape: \"true\"",
+        "prometheus.io/port: \"9464\"",
+        "containerPort: 9464",
+        "\"--metrics\", \"0.0.0.0:9464\"",
+    ] {
+        assert!(yaml.contains(needle), "no {needle} in the DaemonSet");
+    }
     // A misspelt field fails strict validation.
     let broken = std::env::temp_dir().join(format!("tcptrace-ds-{}.yaml", std::process::id()));
     std::fs::write(&broken, yaml.replace("hostPID: true", "hostPId: true")).unwrap();

@@ -43,7 +43,22 @@ fn packages(major: u32) -> Vec<(String, String)> {
             "python3-venv".into(),
             "/usr/share/doc/python3-venv/copyright".into(),
         ),
+        // tests/live_metrics.rs: a real Prometheus scraping `--metrics`.
+        (PROMETHEUS.into(), "/usr/bin/prometheus".into()),
     ]
+}
+
+/// The Debian package of the Prometheus server the metrics test scrapes with.
+const PROMETHEUS: &str = "prometheus";
+
+/// Debian's package enables and starts a Prometheus service where systemd runs; the tests
+/// start their own, so one that installing it started is stopped and disabled again.
+fn quiet_prometheus_service() {
+    // sd_booted(): systemd is the running init.
+    if Path::new("/run/systemd/system").is_dir() {
+        step("systemctl disable --now prometheus (the tests run their own)");
+        let _ = exec::inherit(Command::new("systemctl").args(["disable", "--now", PROMETHEUS]));
+    }
 }
 
 fn apt_install(missing: &[String]) -> anyhow::Result<()> {
@@ -162,6 +177,9 @@ pub fn setup() -> anyhow::Result<()> {
         .collect();
     if !missing.is_empty() {
         apt_install(&missing)?;
+        if missing.iter().any(|p| p == PROMETHEUS) {
+            quiet_prometheus_service();
+        }
     }
 
     if !bpf_linker_ok() {

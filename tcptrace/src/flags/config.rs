@@ -8,11 +8,13 @@ use tcptrace_core::{diagnose::Severity, lifecycle::TableConfig, tcp::TcpState};
 
 use super::args::{
     Args, ColorArg, Command, DiagnoseArg, FilterArgs, FormatArg, KernelFilterArgs, LogLevelArg,
-    OutputArgs, ReplayFormatArg, SelectArgs, SysctlFormatArg, TracepointsArg, TracerArgs,
+    MetricsArgs, OutputArgs, ReplayFormatArg, SelectArgs, SysctlFormatArg, TracepointsArg,
+    TracerArgs,
 };
 use crate::{
     pipeline::{ConnFilter, Mode},
     select::Select,
+    sink::metrics::{Labels, MetricsConfig},
 };
 
 /// Where the running kernel's BTF is.
@@ -30,6 +32,8 @@ pub enum Format {
     Json,
     /// Binary recording (`--events` only).
     Raw,
+    /// No output sink (`--metrics` only).
+    None,
 }
 
 /// Tracepoint attachment policy.
@@ -78,6 +82,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// `--cgroup PATH`: applied in the kernel (its id and depth are in `filter`).
     pub cgroup: Option<crate::cgroups::CgroupFilter>,
+    /// `--metrics ADDR` with its labels.
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// What the invocation asks for.
@@ -120,6 +126,7 @@ impl Config {
                 LogLevelArg::Debug => log::LevelFilter::Debug,
             },
             cgroup: None,
+            metrics: None,
         }
     }
 
@@ -140,6 +147,7 @@ impl Config {
                     Some(s) => bail!("--duration must be a positive number of seconds, got {s}"),
                 };
                 cfg.select(&t.select)?;
+                cfg.metrics = metrics(&t.metrics, t.format, &t.output)?;
                 cfg
             }
             Some(Command::Replay(r)) => {
@@ -156,6 +164,9 @@ impl Config {
                 cfg
             }
             Some(Command::Lab(l)) => {
+                if l.format == FormatArg::None {
+                    bail!("--format none prints nothing: the lab shows what it traced");
+                }
                 let mut cfg = Self::base(Action::Lab(l.scenario), args.log_level);
                 cfg.output(&l.output, format(l.format))?;
                 cfg.tracer(&l.tracer)?;
@@ -221,6 +232,9 @@ impl Config {
             bail!(
                 "--format line is the one-line connection record: events are one line each already (use --format text)"
             );
+        }
+        if format == Format::None && self.summary.is_some() {
+            bail!("--format none prints nothing: --summary needs an output (text or json)");
         }
         if format == Format::Raw {
             if self.mode != Mode::Events {
@@ -360,7 +374,46 @@ fn format(f: FormatArg) -> Format {
         FormatArg::Line => Format::Line,
         FormatArg::Json => Format::Json,
         FormatArg::Raw => Format::Raw,
+        FormatArg::None => Format::None,
     }
+}
+
+/// `--metrics ADDR` and `--metrics-labels`, and `--format none`, which only they make useful.
+fn metrics(
+    m: &MetricsArgs,
+    format: FormatArg,
+    output: &OutputArgs,
+) -> anyhow::Result<Option<MetricsConfig>> {
+    let none = format == FormatArg::None;
+    let Some(text) = &m.metrics else {
+        if !m.metrics_labels.is_empty() {
+            bail!("--metrics-labels labels the metrics of --metrics ADDR, which was not given");
+        }
+        if none {
+            bail!(
+                "--format none prints nothing: use it with --metrics ADDR (a metrics-only daemon)"
+            );
+        }
+        return Ok(None);
+    };
+    if none && output.output.is_some() {
+        bail!("--format none writes nothing to --output");
+    }
+    // An IP address and port, or a host name (`localhost:9464`) resolved once.
+    let named = text.rsplit_once(':').is_some_and(|(host, _)| {
+        host.chars().any(|c| c.is_ascii_alphabetic()) && !host.contains('[')
+    });
+    let addr = match text.parse::<std::net::SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) if named => std::net::ToSocketAddrs::to_socket_addrs(text.as_str())
+            .ok()
+            .and_then(|mut a| a.next()),
+        Err(_) => None,
+    }
+    .with_context(|| format!("--metrics: {text:?} is not an address like 127.0.0.1:9464"))?;
+    let labels =
+        Labels::parse(&m.metrics_labels).map_err(|e| anyhow::anyhow!("--metrics-labels: {e}"))?;
+    Ok(Some(MetricsConfig { addr, labels }))
 }
 
 /// Parses `500ms`, `2s`, `1.5m` or plain seconds into nanoseconds.

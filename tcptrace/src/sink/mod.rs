@@ -5,6 +5,7 @@
 //! checker); [`build`] wires the ones a configuration asks for.
 mod escape;
 mod json;
+pub mod metrics;
 mod out;
 mod raw;
 mod summary;
@@ -43,28 +44,34 @@ use crate::{
 };
 
 /// Which of the pipeline's costly products a sink consumes: every event (and the facts a
-/// recording needs), and/or finished connection records (the connection table runs only when
-/// some sink wants them).
+/// recording needs), each state change's time in its old state (a clock of every socket's last
+/// transition), and/or finished connection records (the connection table runs only when some
+/// sink wants them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Interest {
     pub events: bool,
     pub conns: bool,
+    /// `prev_ns` of state changes (with `events`).
+    pub timing: bool,
 }
 
 impl Interest {
     pub const EVENTS: Self = Self {
         events: true,
         conns: false,
+        timing: true,
     };
     pub const CONNS: Self = Self {
         events: false,
         conns: true,
+        timing: false,
     };
 
     pub fn or(self, other: Self) -> Self {
         Self {
             events: self.events || other.events,
             conns: self.conns || other.conns,
+            timing: self.timing || other.timing,
         }
     }
 }
@@ -297,7 +304,8 @@ fn output(cfg: &Config, out: Out) -> Box<dyn Sink> {
     match cfg.format {
         Format::Json => Box::new(JsonSink::new(out, mode)),
         Format::Raw => Box::new(RawSink::new(out)),
-        Format::Text | Format::Line => {
+        // `--format none` has no output sink (`build`); it never gets here.
+        Format::Text | Format::Line | Format::None => {
             let width = if cfg.filter.family == tcptrace_common::AF_INET {
                 15
             } else {
@@ -327,9 +335,12 @@ fn summary(cfg: &Config, out: &Out) -> Option<Box<dyn Sink>> {
 /// drops output rather than stall when the reader does not keep up; `replay` waits.
 pub fn build(cfg: &Config, policy: Backpressure) -> io::Result<Fanout<'static>> {
     let mut sinks = Fanout::default();
-    let out = Out::open(Destination::from_config(cfg), policy)?;
-    let summary = summary(cfg, &out);
-    sinks.push_selected(output(cfg, out), cfg.select.clone());
-    sinks.extend(summary);
+    if cfg.format != Format::None {
+        let out = Out::open(Destination::from_config(cfg), policy)?;
+        let summary = summary(cfg, &out);
+        sinks.push_selected(output(cfg, out), cfg.select.clone());
+        sinks.extend(summary);
+    }
+    metrics::add(cfg, &mut sinks)?;
     Ok(sinks)
 }

@@ -3,6 +3,7 @@
 //! then the scale figures (memory per held connection, replay throughput). Prints a Markdown
 //! report and keeps it in `target/bench/report.md`. Measures; never fails on the numbers.
 mod complete;
+mod metrics;
 mod scale;
 mod tracer;
 mod wire;
@@ -27,13 +28,22 @@ pub struct Options {
     pub tcptrace: Option<PathBuf>,
 }
 
-fn setups(tcptrace: &std::path::Path) -> Vec<Setup> {
+fn setups(tcptrace: &std::path::Path, metrics_port: u16) -> Vec<Setup> {
     let t = |name, args: &[&str], sink| Setup::tcptrace(name, tcptrace, args, sink);
     vec![
         t("lifecycle-text-null", &[], Sink::DevNull),
         t("lifecycle-json-null", &["--format", "json"], Sink::DevNull),
         t("lifecycle-text-file", &[], Sink::File),
         t("lifecycle-json-file", &["--format", "json"], Sink::File),
+        // Beside records-only: the same with metrics served and scraped every second, and
+        // metrics alone.
+        t(
+            "lifecycle-json-file-metrics",
+            &["--format", "json"],
+            Sink::File,
+        )
+        .with_metrics(metrics_port),
+        t("metrics-only", &["--format", "none"], Sink::DevNull).with_metrics(metrics_port),
         t("events-text-file", &["--events"], Sink::File),
         t(
             "events-json-file",
@@ -51,6 +61,7 @@ fn setups(tcptrace: &std::path::Path) -> Vec<Setup> {
             args: Vec::new(),
             sink: Sink::File,
             kind: Kind::Tcpstates,
+            scrape: None,
         },
     ]
 }
@@ -152,7 +163,7 @@ fn measure(
     }
     writeln!(md, "Load average at the start: {}\n", load_average())?;
     if !opts.skip_churn {
-        let setups = setups(tcptrace);
+        let setups = setups(tcptrace, metrics::free_port()?);
         let mut baseline = Vec::new();
         let mut series: Vec<Series> = setups.iter().map(|_| Series::default()).collect();
         for round in 1..=opts.rounds {
@@ -191,6 +202,8 @@ fn measure(
         writeln!(md, "{per_conn}")?;
         let replay = scale::replay_throughput(tcptrace, dir, opts)?;
         writeln!(md, "{replay}")?;
+        let labels = metrics::label_memory(tcptrace, dir)?;
+        writeln!(md, "{labels}")?;
     }
     Ok(md)
 }
@@ -255,6 +268,7 @@ fn churn_table(
     writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     writeln!(md, "| untraced | {base:.0} | 100 % | | | | | | |")?;
     let mut losses = String::new();
+    let mut scraped = String::new();
     for (setup, s) in setups.iter().zip(series) {
         let rate = median(&s.rates);
         let events: u64 = s.costs.iter().map(|c| c.events).sum();
@@ -281,6 +295,28 @@ fn churn_table(
             rss as f64 / (1 << 20) as f64,
             out as f64 / 1e6 / secs,
         )?;
+        if setup.scrape.is_some() {
+            let answered: u64 = s.costs.iter().map(|c| c.scrapes.answered).sum();
+            let failed: u64 = s.costs.iter().map(|c| c.scrapes.failed).sum();
+            let bytes = s
+                .costs
+                .iter()
+                .map(|c| c.scrapes.max_bytes)
+                .max()
+                .unwrap_or(0);
+            let slowest = s
+                .costs
+                .iter()
+                .map(|c| c.scrapes.max_secs)
+                .fold(0.0, f64::max);
+            writeln!(
+                scraped,
+                "| {} | {answered} | {failed} | {:.1} | {:.1} |",
+                setup.name,
+                bytes as f64 / 1e3,
+                slowest * 1e3
+            )?;
+        }
         let skipped: u64 = s.costs.iter().map(|c| c.skipped).sum();
         let caught: u64 = s.costs.iter().map(|c| c.caught).sum();
         let (records, gaps, open) = s.records.map_or(Default::default(), |c| {
@@ -317,5 +353,14 @@ fn churn_table(
          | setup | connections made | records | with a gap | open | lost | skipped runs | caught | skipped / M events | lost / M events |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{losses}"
     )?;
+    if !scraped.is_empty() {
+        writeln!(
+            md,
+            "\n### Metrics scrapes\n\n\
+             `GET /metrics` every second during the churn (OpenMetrics, no optional labels), as \
+             a Prometheus server would:\n\n\
+             | setup | answered | failed | largest KB | slowest ms |\n|---|---:|---:|---:|---:|\n{scraped}"
+        )?;
+    }
     Ok(())
 }

@@ -214,15 +214,18 @@ fn replay_once(tcptrace: &Path, recorded: &Path, dir: &Path) -> anyhow::Result<(
         .context("starting taskset tcptrace replay")?;
     let cpu = cpu_of(child)?;
     let summary = fs::read_to_string(&err)?;
+    // With JSON output tcptrace's own messages are JSON `log` lines too.
+    let message = |l: &str| -> Option<String> {
+        match l.strip_prefix("tcptrace: ") {
+            Some(m) => Some(m.to_string()),
+            None => serde_json::from_str::<serde_json::Value>(l).ok()?["message"]
+                .as_str()
+                .map(str::to_string),
+        }
+    };
     let events = summary
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("tcptrace: ")?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
+        .find_map(|l| message(l)?.split(' ').next()?.parse().ok())
         .with_context(|| format!("no event count in replay's summary: {summary}"))?;
     Ok((cpu, events))
 }

@@ -29,6 +29,8 @@ pub struct Setup {
     pub sink: Sink,
     /// tcptrace prints its summary (with lost events) on stderr; tcpstates prints one line per loss.
     pub kind: Kind,
+    /// tcptrace's `--metrics` port, scraped every second while it runs.
+    pub scrape: Option<u16>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +48,16 @@ impl Setup {
             args: args.iter().map(|s| s.to_string()).collect(),
             sink,
             kind: Kind::Tcptrace,
+            scrape: None,
         }
+    }
+
+    /// The same, serving metrics on a loopback `port` that a scraper fetches every second.
+    pub fn with_metrics(mut self, port: u16) -> Self {
+        self.args
+            .extend(["--metrics".to_string(), format!("127.0.0.1:{port}")]);
+        self.scrape = Some(port);
+        self
     }
 }
 
@@ -159,6 +170,7 @@ pub struct Running {
     cpu_at_start: f64,
     bpf_at_start: BpfStats,
     names: HashMap<u64, String>,
+    scraper: Option<super::metrics::Scraper>,
 }
 
 /// What one measured window cost the tracer.
@@ -180,6 +192,8 @@ pub struct Cost {
     pub peak_rss: u64,
     /// Output bytes written.
     pub out_bytes: u64,
+    /// The metrics scraper's view (setups with `--metrics`).
+    pub scrapes: super::metrics::Scrapes,
 }
 
 impl Running {
@@ -206,8 +220,10 @@ impl Running {
             cpu_at_start: 0.0,
             bpf_at_start: BpfStats::default(),
             names: HashMap::new(),
+            scraper: None,
         };
         r.wait_ready()?;
+        r.scraper = setup.scrape.map(super::metrics::Scraper::start);
         Ok(r)
     }
 
@@ -253,6 +269,11 @@ impl Running {
     /// Stops the tracer with SIGINT and returns the window's cost.
     pub fn stop(mut self) -> anyhow::Result<Cost> {
         let pid = self.pid();
+        let scrapes = self
+            .scraper
+            .take()
+            .map(super::metrics::Scraper::stop)
+            .unwrap_or_default();
         // Reaped below with wait4 (for its rusage); nothing is left for Drop.
         drop(self.child.take());
         let bpf = bpf_stats(pid, &self.names);
@@ -289,6 +310,7 @@ impl Running {
             caught,
             peak_rss: usage.ru_maxrss as u64 * 1024,
             out_bytes: fs::metadata(&self.out).map_or(0, |m| m.len()),
+            scrapes,
         })
     }
 

@@ -4,6 +4,7 @@
 //! page and shell completions.
 mod filter;
 mod kernel;
+mod metrics;
 mod output;
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
 pub use filter::{FilterArgs, SelectArgs};
 pub use kernel::{KernelFilterArgs, TracepointsArg, TracerArgs};
+pub use metrics::MetricsArgs;
 pub use output::{ColorArg, DiagnoseArg, FormatArg, OutputArgs, ReplayFormatArg, SysctlFormatArg};
 
 /// Levels of the daemon's own messages.
@@ -68,8 +70,8 @@ pub enum Command {
 #[derive(Debug, ClapArgs)]
 pub struct TraceArgs {
     /// Output format: aligned text (one record per connection with its state timeline),
-    /// line (the same without the timeline), JSON lines, or (with --events) a binary
-    /// recording for `tcptrace replay`.
+    /// line (the same without the timeline), JSON lines, (with --events) a binary
+    /// recording for `tcptrace replay`, or none (with --metrics: a metrics-only daemon).
     #[arg(long, value_enum, default_value = "text")]
     pub format: FormatArg,
 
@@ -87,6 +89,9 @@ pub struct TraceArgs {
 
     #[command(flatten)]
     pub tracer: TracerArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     /// Stop after this many seconds (fractions allowed).
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]

@@ -17,6 +17,8 @@ pub enum FormatArg {
     /// Binary recording of the event stream for `tcptrace replay` (with --events; to a file
     /// or pipe). The kernel's records as they came, the cheapest way to keep everything.
     Raw,
+    /// Nothing on standard output: a metrics-only daemon (with --metrics).
+    None,
 }
 
 /// Output format of `replay` (a recording is not re-recorded).
