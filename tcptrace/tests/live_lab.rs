@@ -350,9 +350,12 @@ fn a_lab_beside_a_busy_loopback_sees_only_itself() {
             out.status.success(),
             "lab {name} under churn failed:\n{stderr}"
         );
+        // The filter keeps the churn's records out of the ring: none may be lost to a full
+        // buffer. Runs the kernel skips because the churn's own run was interrupted on that CPU
+        // happen before any filter can look, so they may still be reported (with their cause).
         assert!(
-            stderr.contains(" 0 lost"),
-            "lab {name} lost events:\n{stderr}"
+            stderr.contains(" 0 lost") || stderr.contains("(lost: 0 ring buffer full, "),
+            "lab {name} lost events to a full ring buffer:\n{stderr}"
         );
         let (srv, cli) = lab_namespaces(&stderr);
         let lines = harness::json_lines(out);
