@@ -137,7 +137,11 @@ fn syn_timeout(c: &Conn, sys: &Sysctls, out: &mut Vec<Diagnosis>) {
             sc::SYN_LINEAR_TIMEOUTS
         )
     } else {
-        " (retransmits at 1, 2, 4, 8 … s intervals)".to_string()
+        // Kernels without tcp_syn_linear_timeouts (before 6.5; 6.1): the RTO doubles from 1 s.
+        format!(
+            " (SYN retransmits at {}: the timeout doubles from 1 s)",
+            times(&plan.retransmit_at_ms)
+        )
     };
     let verdict = if agrees {
         "exactly what the kernel's arithmetic predicts".to_string()
@@ -155,6 +159,18 @@ fn syn_timeout(c: &Conn, sys: &Sysctls, out: &mut Vec<Diagnosis>) {
         took.map_or("?".into(), secs)
     );
     out.push(d);
+}
+
+/// "1 s and 3 s", "1 s, 3 s, 7 s, 15 s, 31 s and 63 s"; longer lists keep the first five
+/// and the last.
+fn times(at_ms: &[u64]) -> String {
+    let words: Vec<String> = at_ms.iter().map(|&t| secs(t)).collect();
+    match words.as_slice() {
+        [] => "none".into(),
+        [one] => one.clone(),
+        [head @ .., last] if head.len() < 6 => format!("{} and {last}", head.join(", ")),
+        [..] => format!("{}, … {}", words[..5].join(", "), words[words.len() - 1]),
+    }
 }
 
 fn no_local_port(c: &Conn, sys: &Sysctls, out: &mut Vec<Diagnosis>) {
