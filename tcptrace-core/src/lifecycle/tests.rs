@@ -322,7 +322,7 @@ fn an_error_report_without_an_error_is_not_the_error() {
         .iter()
         .position(|e| matches!(e.kind, EventKind::Error { .. }) && e.rport == 9706)
         .expect("9706 error");
-    let mut empty = evs[i].clone();
+    let mut empty = evs[i];
     empty.kind = EventKind::Error {
         errno: 0,
         state: Some(TcpState::CLOSE),
