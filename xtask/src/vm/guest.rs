@@ -81,29 +81,41 @@ fn power_off() -> ! {
     }
 }
 
-fn mount(fstype: &str, target: &str, data: Option<&str>) -> anyhow::Result<()> {
-    fs::create_dir_all(target).with_context(|| format!("mkdir {target}"))?;
-    let c = |s: &str| CString::new(s).expect("no NUL");
-    let (src, t, fst) = (c(fstype), c(target), c(fstype));
-    let data = data.map(c);
-    // SAFETY: every pointer is a valid NUL-terminated string (or NULL data) for the call.
+/// mount(2): `fstype` None for a bind mount.
+fn sys_mount(
+    source: &str,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> anyhow::Result<()> {
+    let c = |s: &str| CString::new(s).context("NUL in a mount argument");
+    let (src, t) = (c(source)?, c(target)?);
+    let fst = fstype.map(c).transpose()?;
+    let data = data.map(c).transpose()?;
+    let ptr = |o: &Option<CString>| o.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: every pointer is a valid NUL-terminated string or NULL for the call.
     let rc = unsafe {
         libc::mount(
             src.as_ptr(),
             t.as_ptr(),
-            fst.as_ptr(),
-            0,
-            data.as_ref()
-                .map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+            ptr(&fst),
+            flags,
+            ptr(&data).cast(),
         )
     };
     if rc != 0 {
         bail!(
-            "mount -t {fstype} {target}: {}",
+            "mount {source} on {target}: {}",
             std::io::Error::last_os_error()
         );
     }
     Ok(())
+}
+
+fn mount(fstype: &str, target: &str, data: Option<&str>) -> anyhow::Result<()> {
+    fs::create_dir_all(target).with_context(|| format!("mkdir {target}"))?;
+    sys_mount(fstype, target, Some(fstype), 0, data)
 }
 
 /// The mounts a Debian host has, pure cgroup v2 as on current production hosts.
@@ -170,25 +182,8 @@ fn env() {
 /// Binds each snapshot copy over the path the tests know (compiled in, e.g. the
 /// `CARGO_BIN_EXE_tcptrace` of the integration tests).
 fn bind_snapshots(plan: &Plan) -> anyhow::Result<()> {
-    let c = |s: &str| CString::new(s).context("NUL in a path");
     for (path, copy) in &plan.snapshots {
-        let (src, dst) = (c(copy)?, c(path)?);
-        // SAFETY: both are valid NUL-terminated paths; a bind mount takes no fstype or data.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            bail!(
-                "bind {copy} over {path}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        sys_mount(copy, path, None, libc::MS_BIND, None)?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! console captured to a log with the guest's progress lines shown live, a deadline enforced.
 use std::{
     fs::File,
-    io::{BufRead as _, BufReader, Write as _},
+    io::Write as _,
     os::fd::AsRawFd as _,
     path::Path,
     process::{Command, Stdio},
@@ -156,31 +156,7 @@ pub fn boot(b: &Boot<'_>) -> anyhow::Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
-    let (tx, rx) = mpsc::channel::<String>();
-    for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
-                let line = String::from_utf8_lossy(&line).trim_end().to_string();
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    drop(tx);
+    let (rx, _readers) = crate::exec::lines(&mut child);
     let mut log = File::create(b.console_log)
         .with_context(|| format!("creating {}", b.console_log.display()))?;
     let deadline = Instant::now() + b.timeout;
