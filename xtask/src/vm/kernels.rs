@@ -1,6 +1,7 @@
 //! The kernels of the matrix, pinned in one place (package, version, SHA-256 of the .deb), and
 //! their preparation: download with `apt-get download`, check, unpack with `dpkg-deb -x`,
-//! `depmod` the unpacked modules. Everything is cached under `target/vm/`.
+//! `depmod` the unpacked modules. The checked .debs are kept per machine (CI runs in fresh
+//! clones), the unpacked kernels under `target/vm/`.
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -73,8 +74,21 @@ pub fn cache_dir() -> PathBuf {
     exec::repo_root().join("target/vm")
 }
 
+/// Where downloaded .debs are kept: `$TCPTRACE_VM_CACHE`, else `~/.cache/tcptrace/vm`
+/// (shared by every clone on the machine; a file is used only if its SHA-256 matches).
+fn deb_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("TCPTRACE_VM_CACHE") {
+        return PathBuf::from(d);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| cache_dir().join("cache"));
+    cache.join("tcptrace/vm")
+}
+
 fn deb_path(k: &Kernel) -> PathBuf {
-    cache_dir().join("debs").join(format!(
+    deb_dir().join(format!(
         "{}_{}_amd64.deb",
         k.package,
         k.version.replace(':', "%3a")

@@ -307,8 +307,12 @@ fn report(o: &Outcome) -> bool {
                 .and_then(|p| p.attached.as_ref().ok())
                 .map(|a| variants(a))
                 .unwrap_or_else(|| "attach failed".into());
+            let unfinished = match s.unfinished() {
+                0 => String::new(),
+                n => format!(", {n} test binaries did not finish"),
+            };
             eprintln!(
-                "{head}: {} passed, {} failed, {} skipped (listed above); kernel {}; hooks {hooks}; {:.0} s",
+                "{head}: {} passed, {} failed{unfinished}, {} skipped (listed above); kernel {}; hooks {hooks}; {:.0} s",
                 s.passed(),
                 s.failed(),
                 s.skipped(),
@@ -329,7 +333,7 @@ fn report(o: &Outcome) -> bool {
                         "      {}: {} ({}); log: {}",
                         b.name,
                         if b.failed.is_empty() {
-                            "no test failed".to_string()
+                            "did not finish".to_string()
                         } else {
                             b.failed.join(", ")
                         },

@@ -80,6 +80,14 @@ impl Summary {
     pub fn failed(&self) -> usize {
         self.binaries.iter().map(|b| b.failed.len()).sum()
     }
+    /// Test binaries that did not run to their end (killed, crashed, timed out): their
+    /// unfinished tests are in neither count.
+    pub fn unfinished(&self) -> usize {
+        self.binaries
+            .iter()
+            .filter(|b| !b.ok && b.failed.is_empty())
+            .count()
+    }
     pub fn skipped(&self) -> usize {
         self.binaries.iter().map(|b| b.skipped.len()).sum()
     }
