@@ -165,6 +165,58 @@ pub fn tp_layout(fmt: &TpFormat) -> TpLayout {
     }
 }
 
+/// What the running kernel's TCP tracepoints report, where kernel versions differ. Each is
+/// read from the kernel's own facts (the tracepoints' `format` files, which both hook
+/// variants follow: a BTF tracepoint has the arguments its classic twin records), never from
+/// its version number; the versions are noted for people. The quirk table: every behaviour
+/// difference tcptrace knows of is here or in the layouts above.
+///
+/// | kernel | RSTs without a full socket | reset reasons | failed retransmits |
+/// |---|---|---|---|
+/// | 6.1 (proved), 5.10, 5.15 (expected) | not traced | no | no |
+/// | 6.12 (proved) | traced | yes | no |
+/// | 6.18 (proved) | traced | yes | yes |
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quirks {
+    /// `tcp_send_reset` fires for every RST the kernel sends, also those answering a packet
+    /// with no socket (a refused SYN) or a timewait or request socket (6.10; its record holds
+    /// whole `sockaddr_in6` addresses since). Before, only RSTs sent by a full socket fire it:
+    /// a refused connect() is seen from the client's side only.
+    pub resets_without_socket: bool,
+    /// RSTs sent carry the kernel's reason, `enum sk_rst_reason` (6.10).
+    pub reset_reasons: bool,
+    /// `tcp_retransmit_skb` also reports retransmissions that could not be sent (its `err`
+    /// field: after 6.12).
+    pub failed_retransmits: bool,
+}
+
+impl Quirks {
+    /// From the layouts of `tcp:tcp_send_reset` and `tcp:tcp_retransmit_skb` (`None`: the
+    /// tracepoint does not exist or its format is unreadable).
+    pub fn of(send_reset: Option<&TpLayout>, retransmit: Option<&TpLayout>) -> Self {
+        Self {
+            resets_without_socket: send_reset.is_some_and(|l| l.sockaddr != 0),
+            reset_reasons: send_reset.is_some_and(|l| l.reason != NO_FIELD),
+            failed_retransmits: retransmit.is_some_and(|l| l.err != NO_FIELD),
+        }
+    }
+
+    /// What this kernel does not report, one phrase each (empty when it reports everything).
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.resets_without_socket {
+            out.push("RSTs sent without a full socket (refused connects, timewait and request sockets; Linux 6.10+)");
+        }
+        if !self.reset_reasons {
+            out.push("reset reasons (Linux 6.10+)");
+        }
+        if !self.failed_retransmits {
+            out.push("retransmissions that could not be sent (kernels after 6.12)");
+        }
+        out
+    }
+}
+
 /// `enum sk_rst_reason` names without their `SK_RST_REASON_` prefix (empty before 6.10).
 pub fn rst_reason_names(btf: &Btf) -> Vec<(u32, String)> {
     btf.enum_values("sk_rst_reason")
@@ -214,8 +266,26 @@ mod tests {
         ] {
             assert_ne!(v, NO_OFFSET);
         }
+        // Reset reasons exist exactly where tcp_send_reset records one (6.10+).
         let reasons = rst_reason_names(&btf);
-        assert!(reasons.contains(&(1, "NO_SOCKET".to_string())));
+        if let Some(l) = live_layout("tcp", "tcp_send_reset") {
+            assert_eq!(
+                Quirks::of(Some(&l), None).reset_reasons,
+                !reasons.is_empty()
+            );
+        }
+        if !reasons.is_empty() {
+            assert!(reasons.contains(&(1, "NO_SOCKET".to_string())));
+        }
+    }
+
+    /// The layout of a live tracepoint, `None` (or a panic under CI) without tracefs.
+    fn live_layout(category: &str, name: &str) -> Option<TpLayout> {
+        let path = format!("/sys/kernel/tracing/events/{category}/{name}/format");
+        let text = live(&path)?;
+        Some(tp_layout(
+            &tp_format::parse(&String::from_utf8_lossy(&text)).unwrap(),
+        ))
     }
 
     fn member(byte_offset: u32, size: u32) -> Member {
@@ -304,26 +374,122 @@ mod tests {
         assert_eq!(CgroupSupport::of(&o), CgroupSupport::Filter);
     }
 
+    /// Every field tcptrace reads is taken from where the format puts it, and the quirks
+    /// follow from the fields as the table says.
+    fn check_layouts(formats: &[(&str, String)]) -> Quirks {
+        let mut layouts = std::collections::BTreeMap::new();
+        for (name, text) in formats {
+            let fmt = tp_format::parse(text).unwrap();
+            let l = tp_layout(&fmt);
+            let at = |f: &str| fmt.field(f).map_or(NO_FIELD, |f| f.offset);
+            for (field, got) in [
+                ("skaddr", l.skaddr),
+                ("skbaddr", l.skbaddr),
+                ("req", l.req),
+                ("oldstate", l.oldstate),
+                ("newstate", l.newstate),
+                ("state", l.state),
+                ("sport", l.sport),
+                ("dport", l.dport),
+                ("family", l.family),
+                ("protocol", l.protocol),
+                ("saddr", l.saddr),
+                ("daddr", l.daddr),
+                ("saddr_v6", l.saddr_v6),
+                ("daddr_v6", l.daddr_v6),
+                ("err", l.err),
+                ("error", l.error),
+                ("reason", l.reason),
+            ] {
+                assert_eq!(got, at(field), "{name}.{field}");
+            }
+            // Whole sockaddrs replace the separate v4/v6 address fields.
+            assert_eq!(
+                l.sockaddr != 0,
+                l.saddr != NO_FIELD && l.saddr_v6 == NO_FIELD && *name == "tcp_send_reset",
+                "{name}"
+            );
+            layouts.insert(*name, l);
+        }
+        // The state-change record has not moved since 4.16.
+        let s = &layouts["inet_sock_set_state"];
+        assert_eq!((s.skaddr, s.oldstate, s.newstate), (8, 16, 20));
+        assert_eq!((s.sport, s.dport, s.family, s.protocol), (24, 26, 28, 30));
+        assert_eq!((s.saddr, s.daddr, s.saddr_v6, s.daddr_v6), (32, 36, 40, 56));
+        let q = Quirks::of(
+            layouts.get("tcp_send_reset"),
+            layouts.get("tcp_retransmit_skb"),
+        );
+        // Reasons never came without every RST being traced (both 6.10).
+        assert!(!q.reset_reasons || q.resets_without_socket);
+        q
+    }
+
+    fn fixture(kernel: &str, name: &str) -> String {
+        let path = format!(
+            "{}/tests/fixtures/kernels/{kernel}/{name}.format",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    const HOOK_FORMATS: [&str; 6] = [
+        "inet_sock_set_state",
+        "inet_sk_error_report",
+        "tcp_retransmit_skb",
+        "tcp_retransmit_synack",
+        "tcp_send_reset",
+        "tcp_receive_reset",
+    ];
+
+    #[test]
+    fn recorded_tracepoint_layouts_of_each_kernel() {
+        // Recorded by `cargo xtask vm-test` in Debian's kernels (results/facts/).
+        for (kernel, expect) in [
+            (
+                "6.1",
+                Quirks {
+                    resets_without_socket: false,
+                    reset_reasons: false,
+                    failed_retransmits: false,
+                },
+            ),
+            (
+                "6.12",
+                Quirks {
+                    resets_without_socket: true,
+                    reset_reasons: true,
+                    failed_retransmits: false,
+                },
+            ),
+        ] {
+            let formats: Vec<(&str, String)> = HOOK_FORMATS
+                .iter()
+                .map(|n| (*n, fixture(kernel, n)))
+                .collect();
+            assert_eq!(check_layouts(&formats), expect, "{kernel}");
+        }
+        let l = tp_layout(&tp_format::parse(&fixture("6.1", "tcp_send_reset")).unwrap());
+        assert_eq!((l.skaddr, l.state, l.saddr, l.saddr_v6), (16, 24, 34, 42));
+        let l = tp_layout(&tp_format::parse(&fixture("6.1", "inet_sk_error_report")).unwrap());
+        assert_eq!((l.skaddr, l.error), (NO_FIELD, 8));
+    }
+
     #[test]
     fn live_tracepoint_layouts() {
-        let Some(text) = live("/sys/kernel/tracing/events/sock/inet_sock_set_state/format") else {
-            return;
-        };
-        let l = tp_layout(&tp_format::parse(&String::from_utf8_lossy(&text)).unwrap());
-        assert_eq!((l.skaddr, l.oldstate, l.newstate), (8, 16, 20));
-        assert_eq!((l.sport, l.dport, l.family, l.protocol), (24, 26, 28, 30));
-        assert_eq!((l.saddr, l.daddr, l.saddr_v6, l.daddr_v6), (32, 36, 40, 56));
-        assert_eq!(l.sockaddr, 0);
-        let Some(text) = live("/sys/kernel/tracing/events/tcp/tcp_send_reset/format") else {
-            return;
-        };
-        let l = tp_layout(&tp_format::parse(&String::from_utf8_lossy(&text)).unwrap());
-        assert_eq!(l.sockaddr, 1);
-        assert_ne!(l.reason, NO_FIELD);
-        let Some(text) = live("/sys/kernel/tracing/events/tcp/tcp_retransmit_skb/format") else {
-            return;
-        };
-        let l = tp_layout(&tp_format::parse(&String::from_utf8_lossy(&text)).unwrap());
-        assert_eq!(l.err, 76);
+        let mut formats = Vec::new();
+        for name in HOOK_FORMATS {
+            let category = if name.starts_with("tcp_") {
+                "tcp"
+            } else {
+                "sock"
+            };
+            let path = format!("/sys/kernel/tracing/events/{category}/{name}/format");
+            let Some(text) = live(&path) else {
+                return;
+            };
+            formats.push((name, String::from_utf8_lossy(&text).into_owned()));
+        }
+        check_layouts(&formats);
     }
 }

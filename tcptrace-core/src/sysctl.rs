@@ -209,6 +209,16 @@ impl Sysctls {
         }
     }
 
+    /// The defaults of the knobs this kernel has (`exists`, e.g. its `/proc/sys` entry), the
+    /// way a read would find them: a knob a later kernel added (`tcp_syn_linear_timeouts` on
+    /// 6.1, `tcp_rto_max_ms` before 6.15) is absent, so its arithmetic is the older kernel's
+    /// and no diagnosis cites it.
+    pub fn defaults_present(hz: Option<u32>, exists: impl Fn(&str) -> bool) -> Self {
+        let mut s = Self::defaults(hz);
+        s.values.retain(|name, _| exists(name));
+        s
+    }
+
     /// Values read from a namespace: `(name, text as printed)`. Unknown names are ignored;
     /// knobs this kernel lacks stay absent.
     pub fn from_read<'a>(
@@ -324,6 +334,18 @@ mod tests {
             Some(250)
         );
         assert_eq!(hz_from_config("CONFIG_HZ_1000=y\n"), None);
+    }
+
+    #[test]
+    fn defaults_leave_out_knobs_the_kernel_lacks() {
+        // 6.1: no tcp_syn_linear_timeouts, tcp_rto_min_us, tcp_rto_max_ms, tcp_tw_reuse_delay.
+        let newer = [SYN_LINEAR_TIMEOUTS, RTO_MIN_US, RTO_MAX_MS, TW_REUSE_DELAY];
+        let d = Sysctls::defaults_present(Some(250), |n| !newer.contains(&n));
+        assert_eq!(d.source, Source::Defaults);
+        assert_eq!(d.int(SYN_LINEAR_TIMEOUTS), None);
+        assert_eq!(d.int(SYN_RETRIES), Some(6));
+        assert_eq!(d.iter().count(), KNOBS.len() - newer.len());
+        assert_eq!(d.rto_max_ms(), 120_000);
     }
 
     #[test]

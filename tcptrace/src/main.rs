@@ -134,6 +134,11 @@ pub fn trace(
     }
     let hz = diag::kernel_hz();
     pipeline.set_hz(hz);
+    pipeline.set_kernel_knobs(|name| {
+        std::path::Path::new("/proc/sys")
+            .join(tcptrace_core::sysctl::proc_path(name))
+            .exists()
+    });
     let with_netns = tracer.snap_available();
     let mut augment = Augmenter::new(with_netns, cfg.conn_filter.netns.clone(), cfg.filter);
     augment.set_cgroup_filter(cfg.cgroup.clone());
@@ -149,6 +154,10 @@ pub fn trace(
         hooks.join(" "),
         cgroups.describe()
     );
+    let missing = tracer.quirks.missing();
+    if !missing.is_empty() {
+        log::info!("this kernel does not report {}", missing.join("; "));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

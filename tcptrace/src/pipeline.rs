@@ -157,6 +157,12 @@ impl<'s, 'f> Pipeline<'s, 'f> {
         self.judge.fallback.hz = hz;
     }
 
+    /// Which sysctls the traced kernel has: namespaces whose sysctls were not read are
+    /// judged with the defaults of those only (a knob a later kernel added is not assumed).
+    pub fn set_kernel_knobs(&mut self, exists: impl Fn(&str) -> bool) {
+        self.judge.fallback = Sysctls::defaults_present(self.judge.fallback.hz, exists);
+    }
+
     /// The stream begins at `ts_ns`.
     pub fn start(&mut self, ts_ns: u64) -> io::Result<()> {
         self.sink.start(&self.ctx, ts_ns)

@@ -100,6 +100,12 @@ fn handshake_and_close(ipv6: bool, tracepoints: &str, port: u16) {
     );
     for e in events.iter().filter(|e| e["sk"] == ssk.as_str()) {
         assert_eq!(e["netns"], srv_ns);
+        assert_eq!(e["lport"], port);
+        if harness::listener_addresses(e) {
+            // The listener's (`nc -l` binds the unspecified address).
+            assert!(e["laddr"] == "0.0.0.0" || e["laddr"] == "::", "{e}");
+            continue;
+        }
         assert_eq!(e["laddr"], srv_addr.as_str());
         assert_eq!(e["raddr"], cli_addr.as_str());
         assert_eq!(e["rport"], lport);
@@ -229,13 +235,23 @@ fn connection_refused_is_a_reset() {
     assert_eq!(err["errno"], "ECONNREFUSED");
     let sent = find(&events, |e| {
         e["type"] == "reset" && e["direction"] == "sent"
-    })
-    .expect("reset sent by the server namespace");
+    });
+    let quirks = harness::kernel_quirks();
+    if !quirks.resets_without_socket {
+        // Before 6.9 the server's RST (no socket for the SYN) fires no tracepoint.
+        assert!(sent.is_none(), "{sent:?}");
+        return;
+    }
+    let sent = sent.expect("reset sent by the server namespace");
     assert_eq!(sent["netns"], NetPair::inode(&net.srv));
     assert_eq!(sent["laddr"], net.srv4.as_str());
     assert_eq!(sent["lport"], port);
     assert_eq!(sent["raddr"], net.cli4.as_str());
-    assert_eq!(sent["reason"], "NO_SOCKET");
+    if quirks.reset_reasons {
+        assert_eq!(sent["reason"], "NO_SOCKET");
+    } else {
+        assert_eq!(sent["reason"], Value::Null);
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod harness;
 
 use harness::{privileged, tcptrace};
 use serde_json::Value;
+use tcptrace_core::{budget, sysctl};
 
 /// Runs a scenario; returns its JSON lines. The lab itself fails if an expected diagnosis is
 /// missing or disagrees, so a zero exit is asserted first.
@@ -59,10 +60,34 @@ fn syn_sent_timeout_follows_the_time_budget() {
     let recs = lab("syn-sent");
     let d = diag(&recs, "client", "connect_timeout");
     assert_eq!(d["sysctl"]["net.ipv4.tcp_syn_retries"], "2");
-    assert_eq!(d["sysctl"]["net.ipv4.tcp_syn_linear_timeouts"], "4");
-    // 2 retries, yet 5 retransmits: the budget is 7 s and the first 4 are 1 s apart.
-    assert_eq!(d["observed"]["syn_retransmits"], 5);
+    // The budget is 7 s either way. Where the kernel has tcp_syn_linear_timeouts (default 4
+    // in a new namespace), 2 retries yet 5 retransmits, the first 4 of them 1 s apart;
+    // without it (6.1), 2 retransmits at 1 s and 3 s, and the knob is not mentioned.
+    let knob = sysctl::SYN_LINEAR_TIMEOUTS;
+    let linear = harness::kernel_has_sysctl(knob);
+    let plan = budget::syn_sent(budget::SynSent {
+        syn_retries: 2,
+        linear_timeouts: if linear { 4 } else { 0 },
+        rto_max_ms: budget::RTO_MAX_MS,
+        user_timeout_ms: None,
+    });
+    let message = d["message"].as_str().unwrap();
+    if linear {
+        assert_eq!(d["sysctl"][knob], "4");
+        assert_eq!(plan.retransmit_at_ms, [1000, 2000, 3000, 4000, 5000]);
+    } else {
+        assert!(d["sysctl"].get(knob).is_none(), "{d}");
+        assert!(!message.contains("linear"), "{message}");
+        assert_eq!(plan.retransmit_at_ms, [1000, 3000]);
+        assert!(message.contains("1 s and 3 s"), "{message}");
+    }
+    assert_eq!(d["observed"]["syn_retransmits"], plan.retransmits());
+    assert_eq!(
+        d["expected"]["retransmit_at_ms"],
+        serde_json::json!(plan.retransmit_at_ms)
+    );
     assert_eq!(d["expected"]["gave_up_after_ms"], 7000);
+    assert_eq!(plan.give_up_ms, 7000);
     assert_eq!(d["agrees"], true);
 }
 

@@ -51,7 +51,7 @@ fn transitions_match_tcpstates() {
         }
     });
     ready_rx
-        .recv_timeout(Duration::from_secs(20))
+        .recv_timeout(harness::patient(Duration::from_secs(20)))
         .expect("tcpstates did not start");
     let tracer = Tracer::start(&[]);
 

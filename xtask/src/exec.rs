@@ -4,7 +4,7 @@ use std::{
     fs::File,
     io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::mpsc,
     thread,
     time::{Duration, Instant},
@@ -45,31 +45,7 @@ pub fn logged(what: &str, log: &str, cmd: &mut Command) -> anyhow::Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let mut readers = Vec::new();
-    for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        readers.push(thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    drop(tx);
+    let (rx, readers) = lines(&mut child);
     let start = Instant::now();
     let mut last = String::new();
     let mut tail: Vec<String> = Vec::new();
@@ -106,6 +82,37 @@ pub fn logged(what: &str, log: &str, cmd: &mut Command) -> anyhow::Result<()> {
     }
     eprintln!("    {what}: done in {}s", start.elapsed().as_secs());
     Ok(())
+}
+
+/// The lines of a child's piped stdout and stderr, merged as they come (invalid UTF-8
+/// replaced, line ends trimmed); the reader threads end with the streams.
+pub fn lines(child: &mut Child) -> (mpsc::Receiver<String>, Vec<thread::JoinHandle<()>>) {
+    let (tx, rx) = mpsc::channel::<String>();
+    let mut readers = Vec::new();
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        readers.push(thread::spawn(move || {
+            for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).trim_end().to_string();
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    (rx, readers)
 }
 
 /// Runs `cmd` with inherited output; returns whether it succeeded.

@@ -5,6 +5,7 @@ mod docs;
 mod exec;
 mod setup;
 mod tasks;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -76,7 +77,25 @@ enum Task {
         #[arg(long, default_value = "target/dist-docs")]
         out: std::path::PathBuf,
     },
-    /// Set up, then cargo fmt --check, clippy -D warnings and every test (privileged ones need root).
+    /// The privileged suite on each pinned Debian kernel under qemu (KVM when available):
+    /// one line per kernel with passed/failed counts.
+    VmTest {
+        /// `6.1`, `6.12` or `all`.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// `kvm` or `tcg` (default: KVM when /dev/kvm works on a CPU with hardware
+        /// virtualization, else TCG).
+        #[arg(long)]
+        accel: Option<String>,
+        /// Extra arguments for every test binary in the guest (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Inside a vm-test guest: its init (mounts, modules, the suite, power-off).
+    #[command(hide = true)]
+    VmGuest,
+    /// Set up, then cargo fmt --check, clippy -D warnings, every test (privileged ones need
+    /// root), the replay fuzz target for 60 s and vm-test on every pinned kernel.
     Test {
         /// Skip fmt and clippy.
         #[arg(long)]
@@ -93,6 +112,18 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Run { args } => tasks::run(&args),
         Task::Test { skip_lint, args } => tasks::test(skip_lint, &args),
+        Task::VmTest {
+            kernel,
+            accel,
+            args,
+        } => setup::setup().and_then(|()| {
+            vm::run(&vm::Options {
+                kernel,
+                accel: vm::qemu::parse_accel(accel.as_deref())?,
+                test_args: args,
+            })
+        }),
+        Task::VmGuest => vm::guest::run(),
         Task::Churn { threads, duration } => churn::churn(
             threads.unwrap_or_else(churn::cpus),
             std::time::Duration::from_secs_f64(duration),

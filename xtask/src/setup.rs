@@ -37,6 +37,15 @@ fn packages(major: u32) -> Vec<(String, String)> {
         ("netcat-openbsd".into(), "/usr/bin/nc.openbsd".into()),
         ("socat".into(), "/usr/bin/socat".into()),
         ("python3".into(), "/usr/bin/python3".into()),
+        // cargo xtask vm-test: qemu/KVM, the guest's initramfs (busybox), its kernel modules
+        // (depmod on the unpacked package, modprobe inside the guest, xz for 6.12's modules).
+        (
+            "qemu-system-x86".into(),
+            "/usr/bin/qemu-system-x86_64".into(),
+        ),
+        ("busybox-static".into(), "/bin/busybox".into()),
+        ("kmod".into(), "/usr/sbin/depmod".into()),
+        ("xz-utils".into(), "/usr/bin/xz".into()),
         // deploy/: `systemd-analyze verify` of the unit, a venv for the manifest's validator.
         ("systemd".into(), "/usr/bin/systemd-analyze".into()),
         (

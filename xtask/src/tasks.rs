@@ -1,4 +1,5 @@
-//! `cargo xtask run` and `cargo xtask test`: set up, then build and run or lint and test.
+//! `cargo xtask run` and `cargo xtask test`: set up, then build and run or lint, test, fuzz
+//! and run the kernel matrix.
 use std::process::{Command, ExitCode};
 
 use anyhow::bail;
@@ -73,14 +74,20 @@ pub fn test(skip_lint: bool, extra: &[String]) -> anyhow::Result<ExitCode> {
     stages.push(("cargo test --workspace", test));
     if extra.is_empty() {
         stages.push(("fuzz replay (60 s)", fuzz_replay(60)));
+        // The privileged suite again on each pinned Debian kernel, under qemu.
+        let mut vm = Command::new(std::env::current_exe()?);
+        vm.args(["vm-test", "--kernel", "all"]);
+        stages.push(("vm-test --kernel all (Debian 6.1, 6.12 under qemu)", vm));
     }
 
     let mut failed = Vec::new();
     for (name, mut cmd) in stages {
         eprintln!("==> {name}");
+        let start = std::time::Instant::now();
         if !exec::inherit(&mut cmd)? {
             failed.push(name);
         }
+        eprintln!("==> {name}: {:.0} s", start.elapsed().as_secs_f64());
     }
     if failed.is_empty() {
         eprintln!("==> all stages passed");

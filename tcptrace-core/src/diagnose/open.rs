@@ -141,14 +141,10 @@ fn syn_timeout(c: &Conn, sys: &Sysctls, out: &mut Vec<Diagnosis>) {
             sc::SYN_LINEAR_TIMEOUTS
         )
     } else {
-        " (retransmits at 1, 2, 4, 8 … s intervals)".to_string()
+        // Kernels without tcp_syn_linear_timeouts (before 6.5; 6.1): the RTO doubles from 1 s.
+        " (the timeout doubles from 1 s)".to_string()
     };
-    let schedule = plan
-        .retransmit_at_ms
-        .iter()
-        .map(|t| secs(*t))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let schedule = times(&plan.retransmit_at_ms);
     let verdict = match (agrees, took) {
         (true, Some(t)) => format!(
             "measured {}, {} after the prediction: within the {} its timers may add (each fires up to one timer-wheel granule late), so it agrees",
@@ -181,6 +177,18 @@ pub(super) fn within_timer_slack(measured_ms: u64, predicted_ms: u64, late_ms: u
 
 /// What softirq and scheduling delays may add on top of the timers' own lateness.
 const PROCESSING_MS: u64 = 50;
+
+/// "1 s and 3 s", "1 s, 3 s, 7 s, 15 s, 31 s and 63 s"; longer lists keep the first five
+/// and the last.
+fn times(at_ms: &[u64]) -> String {
+    let words: Vec<String> = at_ms.iter().map(|&t| secs(t)).collect();
+    match words.as_slice() {
+        [] => "none".into(),
+        [one] => one.clone(),
+        [head @ .., last] if head.len() < 6 => format!("{} and {last}", head.join(", ")),
+        [..] => format!("{}, … {}", words[..5].join(", "), words[words.len() - 1]),
+    }
+}
 
 fn no_local_port(c: &Conn, sys: &Sysctls, out: &mut Vec<Diagnosis>) {
     let mut d = Diagnosis::new("local_port_exhausted", Severity::Error, sys);

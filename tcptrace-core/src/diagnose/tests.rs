@@ -295,3 +295,38 @@ fn every_finding_comes_from_its_registered_rule_at_its_severity() {
     ids.dedup();
     assert_eq!(ids.len(), rules::RULES.len(), "rule ids are unique");
 }
+
+#[test]
+fn syn_timeout_on_6_1_without_linear_timeouts() {
+    // `tcptrace lab syn-sent` recorded in Debian's 6.1 (cargo xtask vm-test): no
+    // tcp_syn_linear_timeouts there, so tcp_syn_retries=2 means 2 SYN retransmits, at 1 s and
+    // 3 s, and ETIMEDOUT at ≈7 s, as in the article (5.15).
+    let (conns, sys) = replay(include_str!(
+        "../../tests/fixtures/kernels/6.1/lab_syn-sent.jsonl"
+    ));
+    let c = conns
+        .iter()
+        .find(|c| c.rport == 9527 && c.role == crate::lifecycle::Role::Client)
+        .expect("client record");
+    let ns = sys.get(&c.netns.expect("netns")).expect("recorded sysctls");
+    assert_eq!(ns.raw(sc::SYN_LINEAR_TIMEOUTS), None);
+    let d = diagnosed(c, ns, None);
+    let d = d
+        .iter()
+        .find(|d| d.rule == "connect_timeout")
+        .expect("connect_timeout");
+    assert_eq!(d.sysctl, [(sc::SYN_RETRIES, "2".to_string())]);
+    assert!(
+        d.observed.contains(&("syn_retransmits", 2u32.into())),
+        "{d:?}"
+    );
+    assert!(
+        d.expected
+            .contains(&("retransmit_at_ms", vec![1000u64, 3000].into())),
+        "{d:?}"
+    );
+    assert!(d.expected.contains(&("gave_up_after_ms", 7000u64.into())));
+    assert_eq!(d.agrees, Some(true), "{}", d.message);
+    assert!(d.message.contains("1 s and 3 s"), "{}", d.message);
+    assert!(!d.message.contains("linear"), "{}", d.message);
+}

@@ -192,8 +192,10 @@ impl ConnTable {
             }
             EventKind::SynAckRetransmit { .. } => self.on_synack(ev, out),
             EventKind::Reset {
-                direction, reason, ..
-            } => self.on_reset(ev, direction, reason),
+                direction,
+                reason,
+                state,
+            } => self.on_reset(ev, direction, reason, state),
             EventKind::Error { errno, .. } => self.on_error(ev, errno),
             EventKind::TimeWait { state, timer_ms } => self.on_time_wait(ev, state, timer_ms, out),
             EventKind::RequestGone => self.on_request_gone(ev, out),
@@ -515,7 +517,13 @@ impl ConnTable {
         }
     }
 
-    fn on_reset(&mut self, ev: &Event, dir: ResetDirection, reason: Option<u32>) {
+    fn on_reset(
+        &mut self,
+        ev: &Event,
+        dir: ResetDirection,
+        reason: Option<u32>,
+        state: Option<TcpState>,
+    ) {
         let Some(c) = (ev.sk != 0).then(|| self.target(ev)).flatten() else {
             self.stats.unattached += 1;
             return;
@@ -533,9 +541,25 @@ impl ConnTable {
         if c.cold().reset_reason.is_none() {
             c.cold_mut().reset_reason = reason;
         }
+        // Kernels before 6.10 give no reason (see `layout::Quirks`). An RST the socket sent
+        // after it was already in CLOSE comes from `tcp_disconnect()` or `close()` with unread
+        // data or SO_LINGER 0, which close first and reset second, in the calling process: the
+        // task at the CLOSE transition closed it, as the abort reasons say on later kernels.
+        // (RSTs from timers or softirq are sent before the socket closes, or after a close
+        // call already named the closer.)
+        if dir == ResetDirection::Sent
+            && reason.is_none()
+            && state == Some(TcpState::CLOSE)
+            && c.cold().closer.is_none()
+            && let Some(task) = c.cold().close_task.filter(|t| t.pid != 0)
+        {
+            c.cold_mut().closer = Some(task);
+        }
     }
 
     fn on_error(&mut self, ev: &Event, errno: i32) {
+        // tcp_disconnect() (a failed connect() ends in it) reports the socket's error once
+        // more after connect() already read it: errno 0, no error (6.1 does; see event.rs).
         if ev.kind.is_empty_error_report() {
             return;
         }

@@ -276,3 +276,63 @@ fn closed_connections_wait_for_trailing_facts_only_briefly() {
         "all closed connections out 10 ms after the last event"
     );
 }
+
+#[test]
+fn abort_closer_without_reset_reasons() {
+    // 6.1 gives RSTs no reason: the SO_LINGER 0 client of 9704 (recorded on 6.18, its
+    // reason removed) still names its closer, from the RST sent after its CLOSE.
+    let mut evs = events();
+    for e in &mut evs {
+        if let EventKind::Reset { reason, .. } = &mut e.kind
+            && e.rport == 9704
+        {
+            *reason = None;
+        }
+    }
+    let client = |evs: &[Event]| {
+        let (conns, _) = run(evs, TableConfig::default());
+        conns
+            .into_iter()
+            .find(|c| c.rport == 9704 && c.role == Role::Client)
+            .expect("9704 client")
+    };
+    let c = client(&evs);
+    assert_eq!(c.end, Some(End::ResetSent));
+    assert_eq!(c.cold().closer.map(|o| o.pid), Some(7376));
+    // With a reason that is not an abort reason, the fallback stays out of it.
+    assert_eq!(client(&events()).cold().closer, None);
+    // A reset sent before the socket closed (a timer's) does not name a closer.
+    for e in &mut evs {
+        if let EventKind::Reset { state, .. } = &mut e.kind
+            && e.rport == 9704
+        {
+            *state = Some(TcpState::ESTABLISHED);
+        }
+    }
+    assert_eq!(client(&evs).cold().closer, None);
+}
+
+#[test]
+fn an_error_report_without_an_error_is_not_the_error() {
+    // As 6.1 reports a failed connect(): ETIMEDOUT, then (from tcp_disconnect, after
+    // connect() read the error) the same socket with errno 0. Here the empty report comes
+    // first: the record keeps the real error.
+    let mut evs = events();
+    let i = evs
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::Error { .. }) && e.rport == 9706)
+        .expect("9706 error");
+    let mut empty = evs[i];
+    empty.kind = EventKind::Error {
+        errno: 0,
+        state: Some(TcpState::CLOSE),
+    };
+    evs.insert(i, empty);
+    let (conns, _) = run(&evs, TableConfig::default());
+    let c = conns
+        .iter()
+        .find(|c| c.rport == 9706 && c.role == Role::Client)
+        .expect("9706 client");
+    assert_eq!(c.cold().error, Some(110));
+    assert_eq!(c.end, Some(End::Timeout));
+}

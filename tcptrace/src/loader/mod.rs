@@ -63,6 +63,8 @@ pub struct Tracer {
     pub latency: Option<std::time::Duration>,
     /// Things that work less well than they could on this kernel, one line each.
     pub warnings: Vec<String>,
+    /// What this kernel's tracepoints report where versions differ (the quirk table).
+    pub quirks: layout::Quirks,
     /// The programs' own debug messages (aya-log), with `--log-level debug` only.
     pub ebpf_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
@@ -287,7 +289,16 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
     } else {
         None
     };
+    let layout_of = |tp: &str| {
+        HOOKS
+            .iter()
+            .zip(&info.layouts)
+            .find(|(h, _)| h.tracepoint == tp)
+            .and_then(|(_, l)| l.as_ref())
+    };
+    let quirks = layout::Quirks::of(layout_of("tcp_send_reset"), layout_of("tcp_retransmit_skb"));
     Ok(Tracer {
+        quirks,
         ebpf: Some(ebpf),
         events,
         losses,

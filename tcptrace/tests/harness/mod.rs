@@ -19,6 +19,56 @@ use std::{
 
 use serde_json::Value;
 
+/// How many times longer than on a real machine to wait for something to happen: the
+/// `TCPTRACE_TEST_PATIENCE` factor (default 1), which `cargo xtask vm-test` sets for guests
+/// it has to emulate (TCG). Only deadlines stretch; what a test asserts stays the same.
+pub fn patience() -> u32 {
+    std::env::var("TCPTRACE_TEST_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// `d` stretched by [`patience`].
+pub fn patient(d: Duration) -> Duration {
+    d * patience()
+}
+
+/// What the running kernel's tracepoints report where kernel versions differ: tcptrace-core's
+/// quirk table applied to the live tracefs formats (never the version number).
+pub fn kernel_quirks() -> tcptrace_core::layout::Quirks {
+    let layout = |name: &str| {
+        let path = format!("/sys/kernel/tracing/events/tcp/{name}/format");
+        let text = std::fs::read_to_string(&path).ok()?;
+        let fmt = tcptrace_core::tp_format::parse(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        Some(tcptrace_core::layout::tp_layout(&fmt))
+    };
+    tcptrace_core::layout::Quirks::of(
+        layout("tcp_send_reset").as_ref(),
+        layout("tcp_retransmit_skb").as_ref(),
+    )
+}
+
+/// Whether this kernel has the sysctl `name` (`net.ipv4.…`): knobs come and go between
+/// versions (`tcp_syn_linear_timeouts` is absent on 6.1).
+pub fn kernel_has_sysctl(name: &str) -> bool {
+    std::path::Path::new("/proc/sys")
+        .join(tcptrace_core::sysctl::proc_path(name))
+        .exists()
+}
+
+/// Whether a state change is a passively opened socket's first (`LISTEN -> SYN_RECV`) traced
+/// before the kernel copied the peer's addresses into it: it then carries the listener's
+/// (remote port 0, remote address unspecified). Linux 6.1 sets the state in
+/// `inet_csk_clone_lock()` before the addresses; the event itself shows which it is.
+pub fn listener_addresses(e: &Value) -> bool {
+    e["old"] == "LISTEN"
+        && e["new"] == "SYN_RECV"
+        && e["rport"] == 0
+        && (e["raddr"] == "0.0.0.0" || e["raddr"] == "::")
+}
+
 /// Runs tcptrace to completion with `args`.
 pub fn tcptrace(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tcptrace"))
@@ -120,7 +170,7 @@ impl Guard {
 
     /// Waits up to `timeout` for the process to exit; returns whether it did.
     pub fn wait_timeout(&mut self, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
+        let end = Instant::now() + patient(timeout);
         while Instant::now() < end {
             if let Ok(Some(_)) = self.0.try_wait() {
                 return true;
@@ -209,7 +259,7 @@ impl Tracer {
             lines,
             stderr,
         };
-        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        if rx.recv_timeout(patient(Duration::from_secs(20))).is_err() {
             let status = tracer.child.as_mut().and_then(|c| c.try_wait().ok());
             panic!(
                 "tcptrace did not attach (status {status:?}): {}",
@@ -236,7 +286,7 @@ impl Tracer {
 
     /// Polls until `pred` holds for the events so far, or `timeout` passes.
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
-        let end = Instant::now() + timeout;
+        let end = Instant::now() + patient(timeout);
         loop {
             if pred(&self.events()) {
                 return true;
@@ -254,7 +304,7 @@ impl Tracer {
         let _ = Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status();
-        let end = Instant::now() + Duration::from_secs(10);
+        let end = Instant::now() + patient(Duration::from_secs(10));
         let status = loop {
             if let Some(s) = child.try_wait().expect("wait") {
                 break s;
