@@ -2,8 +2,10 @@
 //! including `struct sock *`, which we read at BTF-resolved offsets.
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use aya_log_ebpf::debug;
+use core::ptr::{read_volatile, write_volatile};
+
 use tcptrace_common::{
-    ErrorRecord, IPPROTO_TCP, NO_FIELD, NOTE_STALE_NS, REASON_NONE, ResetRecord, RetransmitRecord,
+    ErrorRecord, IPPROTO_TCP, NO_FIELD, NOTE_SLOTS, REASON_NONE, ResetRecord, RetransmitRecord,
     STATE_UNKNOWN, StateRecord, SynAckRecord, kind, retrans_flags,
 };
 
@@ -15,26 +17,28 @@ use crate::{
 
 /// `trace_inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)`,
 /// called from `inet_sk_state_store`/`inet_sk_set_state` (Linux 4.16+). Notes each event it
-/// handles for [`tcptrace_btf_set_state_nested`].
+/// handles for [`tcptrace_btf_set_state_nested`] (see [`Nested`](tcptrace_common::Nested)).
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn tcptrace_btf_set_state(ctx: BtfTracePointContext) -> i32 {
-    let now = now_ns();
-    if let Some(n) = NESTED.get_ptr_mut(0) {
+    let nested = NESTED.get_ptr_mut(0);
+    if let Some(n) = nested {
         // SAFETY: this CPU's slot, from a successful lookup; valid while the program runs.
-        // The kernel runs this program at most once at a time per CPU. A note is taken away by
-        // the second program right after; if the first place is held by an outer event
-        // between this program and the second, the second place is used and the outer note
-        // kept; a stale note's place is reused.
+        // Only the two state-change programs write it, each at most once at a time per CPU;
+        // volatile accesses keep the order an interrupt on this CPU observes.
         unsafe {
-            let first = &(*n).notes[0];
-            let i = usize::from(first.sk != 0 && now.wrapping_sub(first.noted_ns) < NOTE_STALE_NS);
-            let note = &mut (*n).notes[i & 1];
-            note.sk = ctx.arg(0);
-            note.transition = transition(&ctx);
-            note.noted_ns = now;
+            write_volatile(&raw mut (*n).busy, 1);
+            let depth = read_volatile(&raw const (*n).depth);
+            let note = &raw mut (*n).notes[depth as usize & (NOTE_SLOTS - 1)];
+            write_volatile(&raw mut (*note).sk, ctx.arg(0));
+            write_volatile(&raw mut (*note).transition, transition(&ctx));
+            write_volatile(&raw mut (*n).depth, depth.wrapping_add(1));
         }
     }
-    set_state(&ctx, now);
+    set_state(&ctx, now_ns());
+    if let Some(n) = nested {
+        // SAFETY: as above.
+        unsafe { write_volatile(&raw mut (*n).busy, 0) };
+    }
     0
 }
 
@@ -46,32 +50,48 @@ fn transition(ctx: &BtfTracePointContext) -> u32 {
 
 /// The same tracepoint, attached second (Linux 5.5+): the kernel skips runs of a BTF
 /// tracepoint program nested in itself on one CPU, such as a softirq that interrupts
-/// [`tcptrace_btf_set_state`] (its own ring-buffer wakeup raises an interrupt, and pending
-/// softirqs run on the way out of it). This program writes the record of every state change
-/// that one did not note, and counts them; the others it leaves alone.
+/// [`tcptrace_btf_set_state`]. This program writes the record of every state change that one
+/// did not handle, and counts them; the others it leaves alone.
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn tcptrace_btf_set_state_nested(ctx: BtfTracePointContext) -> i32 {
     let Some(n) = NESTED.get_ptr_mut(0) else {
         return 0;
     };
-    let sk: u64 = ctx.arg(0);
-    let tr = transition(&ctx);
     // SAFETY: this CPU's slot, from a successful lookup; valid while the program runs. Only
     // the two state-change programs write it, each at most once at a time per CPU, and a
     // nested run of either completes before the interrupted one continues.
     unsafe {
-        let mut i = 0;
-        while i < 2 {
-            let note = &mut (*n).notes[i];
-            if note.sk == sk && note.transition == tr {
-                note.sk = 0;
+        if read_volatile(&raw const (*n).busy) != 0 {
+            // An interrupt of the main program's run on this CPU: it skipped this event.
+            (*n).caught += 1;
+            set_state(&ctx, now_ns());
+            return 0;
+        }
+        let depth = read_volatile(&raw const (*n).depth);
+        let sk = ctx.arg::<u64>(0);
+        let tr = transition(&ctx);
+        // Its note is on top, or under those of interrupts that came while this program was
+        // starting (their runs of this program were skipped).
+        let mut i = 1;
+        while i <= NOTE_SLOTS as u32 {
+            if i > depth {
+                break;
+            }
+            let note = &raw const (*n).notes[(depth - i) as usize & (NOTE_SLOTS - 1)];
+            if read_volatile(&raw const (*note).sk) == sk
+                && read_volatile(&raw const (*note).transition) == tr
+            {
+                write_volatile(&raw mut (*n).depth, depth - i);
                 return 0;
             }
             i += 1;
         }
         (*n).caught += 1;
+        set_state(&ctx, now_ns());
+        // Notes pushed while this ran are of interrupts whose runs of this program the kernel
+        // skipped: the main program handled them, nobody will take them.
+        write_volatile(&raw mut (*n).depth, depth);
     }
-    set_state(&ctx, now_ns());
     0
 }
 
