@@ -227,7 +227,10 @@ impl Default for TpLayout {
 /// Which bytes of a socket to copy into a [`StateSnapRecord`](crate::StateSnapRecord), and on
 /// which transitions. Userspace packs the `tcp_sock` fields it wants (offsets from BTF) into at
 /// most [`SNAP_WINDOWS`](crate::SNAP_WINDOWS) windows of up to
-/// [`SNAP_WINDOW_LEN`](crate::SNAP_WINDOW_LEN) bytes; the programs copy them blindly.
+/// [`SNAP_WINDOW_LEN`](crate::SNAP_WINDOW_LEN) bytes, which programs reading memory through
+/// `bpf_probe_read_kernel` copy blindly; and lists the same fields one by one, each landing
+/// where its window would put it, for programs that read the socket with plain loads through a
+/// BTF pointer (the verifier lets those touch one member at a time, never a window).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapPlan {
@@ -242,7 +245,22 @@ pub struct SnapPlan {
     /// Per new state (below 16): bit `i` set copies window `i`; the others are zeroed. The
     /// handshake's end needs only the options, the socket's end everything.
     pub windows: [u32; 16],
+    /// Pieces in use of the field-by-field copy.
+    pub n_fields: u32,
+    /// Byte offset of each piece from the start of `struct sock` (the pieces of a field
+    /// whose size is not 1, 2, 4 or 8 are consecutive).
+    pub field_off: [u32; SNAP_FIELDS],
+    /// Where each piece's bytes go in the snapshot (as its window would place them).
+    pub field_pos: [u16; SNAP_FIELDS],
+    /// Size of each piece: 1, 2, 4 or 8.
+    pub field_size: [u8; SNAP_FIELDS],
+    /// Per new state (below 16): bit `i` set copies piece `i`; the rest of the snapshot is
+    /// zero.
+    pub fields: [u32; 16],
 }
+
+/// Pieces the field-by-field snapshot plan can hold.
+pub const SNAP_FIELDS: usize = 24;
 
 impl SnapPlan {
     /// No snapshots.
@@ -253,6 +271,11 @@ impl SnapPlan {
             off: [0; crate::SNAP_WINDOWS],
             len: [0; crate::SNAP_WINDOWS],
             windows: [0; 16],
+            n_fields: 0,
+            field_off: [0; SNAP_FIELDS],
+            field_pos: [0; SNAP_FIELDS],
+            field_size: [0; SNAP_FIELDS],
+            fields: [0; 16],
         }
     }
 }
@@ -290,6 +313,7 @@ mod pod {
     unsafe impl aya::Pod for super::Filter {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Wakeup {}
+
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
@@ -305,5 +329,8 @@ const _: () = {
     assert!(core::mem::size_of::<Wakeup>() == 8);
     assert!(core::mem::size_of::<KernelOffsets>() == 30 * 4);
     assert!(core::mem::size_of::<TpLayout>() == 36);
-    assert!(core::mem::size_of::<SnapPlan>() == 8 + 8 * crate::SNAP_WINDOWS + 64);
+    assert!(
+        core::mem::size_of::<SnapPlan>()
+            == 8 + 8 * crate::SNAP_WINDOWS + 64 + 4 + 7 * SNAP_FIELDS + 64
+    );
 };

@@ -1,6 +1,6 @@
 //! Per-socket numbers carried by state changes: which `tcp_sock` fields to copy (a plan of
 //! memory windows built from the running kernel's BTF) and how to read them back.
-use tcptrace_common::{SNAP_BYTES, SNAP_WINDOW_LEN, SNAP_WINDOWS, SnapPlan};
+use tcptrace_common::{SNAP_BYTES, SNAP_FIELDS, SNAP_WINDOW_LEN, SNAP_WINDOWS, SnapPlan};
 
 use crate::{btf::Btf, tcp::TcpState};
 
@@ -241,6 +241,19 @@ struct Want {
     bits: u32,
 }
 
+/// Sizes of the loads that copy a field of `size` bytes (at most 8), largest first.
+fn pieces(size: u32) -> Vec<u32> {
+    let mut left = size;
+    let mut out = Vec::new();
+    for p in [8, 4, 2, 1] {
+        while left >= p {
+            out.push(p);
+            left -= p;
+        }
+    }
+    out
+}
+
 /// Builds the plan the programs follow and the layout to decode its output. Fields this kernel
 /// does not have are left out; if the fields need more windows than the ABI has, the ones at
 /// the highest offsets are left out (never silently mis-read).
@@ -291,6 +304,7 @@ pub fn plan(btf: &Btf) -> (SnapPlan, SnapLayout) {
 
     let mut plan = SnapPlan::none();
     let mut layout = SnapLayout::default();
+    let mut piece_masks = [0u32; FIELDS];
     let mut win: Option<(usize, u32)> = None; // (index, start offset)
     for w in wants {
         let fits = win.is_some_and(|(_, start)| w.off + w.size - start <= SNAP_WINDOW_LEN as u32);
@@ -304,9 +318,27 @@ pub fn plan(btf: &Btf) -> (SnapPlan, SnapLayout) {
             plan.n = next as u32 + 1;
         }
         let Some((i, start)) = win else { break };
+        let pos = (i * SNAP_WINDOW_LEN) as u16 + (w.off - start) as u16;
+        // The same bytes as loads of 1, 2, 4 or 8 bytes, for the programs that cannot copy a
+        // window; a field that does not fit the pieces left is left out of both.
+        let pieces = pieces(w.size);
+        if plan.n_fields as usize + pieces.len() > SNAP_FIELDS {
+            break;
+        }
+        let first = plan.n_fields as usize;
+        let mut at = 0;
+        for (k, size) in pieces.iter().enumerate() {
+            plan.field_off[first + k] = w.off + at;
+            plan.field_pos[first + k] = pos + at as u16;
+            plan.field_size[first + k] = *size as u8;
+            at += size;
+        }
+        plan.n_fields += pieces.len() as u32;
+        let mask = ((1u32 << pieces.len()) - 1) << first;
+        piece_masks[w.field as usize] = mask;
         plan.len[i] = plan.len[i].max(w.off + w.size - start);
         layout.locs[w.field as usize] = Some(Loc {
-            pos: (i * SNAP_WINDOW_LEN) as u16 + (w.off - start) as u16,
+            pos,
             size: w.size as u8,
             bit: w.bit as u8,
             bits: w.bits as u8,
@@ -314,13 +346,19 @@ pub fn plan(btf: &Btf) -> (SnapPlan, SnapLayout) {
     }
     // The handshake's end copies only the windows holding options; the socket's end, all.
     let all = (1u32 << plan.n) - 1;
-    let options = Field::ALL
-        .into_iter()
-        .filter(|f| f.at_established())
+    let options = || {
+        Field::ALL
+            .into_iter()
+            .filter(|f| f.at_established())
+            .filter(|f| layout.locs[*f as usize].is_some())
+    };
+    plan.windows[TcpState::ESTABLISHED.0 as usize] = options()
         .filter_map(|f| layout.locs[f as usize])
         .fold(0u32, |m, loc| m | 1 << (loc.pos as usize / SNAP_WINDOW_LEN));
-    plan.windows[TcpState::ESTABLISHED.0 as usize] = options;
     plan.windows[TcpState::CLOSE.0 as usize] = all;
+    plan.fields[TcpState::ESTABLISHED.0 as usize] =
+        options().fold(0, |m, f| m | piece_masks[f as usize]);
+    plan.fields[TcpState::CLOSE.0 as usize] = piece_masks.iter().fold(0, |m, p| m | p);
     for s in SNAP_STATES {
         plan.new_states |= 1 << s.0;
     }
@@ -465,6 +503,25 @@ mod tests {
             snap[i * SNAP_WINDOW_LEN..i * SNAP_WINDOW_LEN + l].copy_from_slice(&image[o..o + l]);
         }
         let s = layout.decode(&snap, TcpState::CLOSE);
+        // The field-by-field plan puts the same bytes where the layout reads them.
+        for state in [TcpState::ESTABLISHED, TcpState::CLOSE] {
+            let mut pieces = [0u8; SNAP_BYTES];
+            let mask = plan.fields[state.0 as usize];
+            for i in (0..plan.n_fields as usize).filter(|i| mask & (1 << i) != 0) {
+                let (o, p, n) = (
+                    plan.field_off[i] as usize,
+                    plan.field_pos[i] as usize,
+                    plan.field_size[i] as usize,
+                );
+                assert!([1, 2, 4, 8].contains(&n), "piece {i} of {n} bytes");
+                pieces[p..p + n].copy_from_slice(&image[o..o + n]);
+            }
+            assert_eq!(
+                layout.decode(&pieces, state),
+                layout.decode(&snap, state),
+                "{state:?}"
+            );
+        }
         assert_eq!(s.get(Field::BytesAcked), Some(1_048_576));
         assert_eq!(s.get(Field::SrttUs), Some(250));
         assert_eq!(s.get(Field::MssClamp), Some(1460));

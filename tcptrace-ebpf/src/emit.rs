@@ -2,14 +2,14 @@
 //! ring buffer, counting it in `LOST` when the buffer is full.
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
 };
-use tcptrace_common::{
-    Header, MAX_PORTS, SNAP_WINDOW_LEN, SNAP_WINDOWS, StateRecord, StateSnapRecord, hdr_flags,
-    state_flags,
-};
+use tcptrace_common::{Header, MAX_PORTS, StateRecord, StateSnapRecord, hdr_flags, state_flags};
 
-use crate::globals::{EVENTS, LOST, get};
+use crate::{
+    globals::{EVENTS, LOST, get},
+    sock::Mem,
+};
 
 /// A header with kind, timestamp and current task filled in.
 #[inline(always)]
@@ -121,12 +121,12 @@ pub fn submit<T: 'static>(record: &T, hdr: &Header) -> bool {
 }
 
 /// Writes a state change; when the plan asks for this new state and the socket is known, the
-/// record carries the planned windows of the socket's memory. False when the ring buffer was
-/// full.
+/// record carries the planned bytes of the socket's memory, read through `m` from `full`
+/// ([`Mem::full`] of the socket). False when the ring buffer was full.
 #[inline(always)]
-pub fn submit_state(record: &StateRecord, sk: u64) -> bool {
+pub fn submit_state<M: Mem>(m: M, record: &StateRecord, full: u64) -> bool {
     let wanted_states = get!(SNAP.new_states);
-    if sk == 0 || record.new >= 32 || wanted_states & (1u32 << record.new) == 0 {
+    if full == 0 || record.new >= 32 || wanted_states & (1u32 << record.new) == 0 {
         return submit(record, &record.hdr);
     }
     if !wanted(&record.hdr) {
@@ -138,31 +138,12 @@ pub fn submit_state(record: &StateRecord, sk: u64) -> bool {
     };
     let out = entry.as_mut_ptr();
     // SAFETY: `out` points to a reserved, exclusively owned ring-buffer slot of the right size;
-    // raw-pointer writes avoid materialising a 352-byte value on the 512-byte BPF stack.
+    // raw-pointer writes avoid materialising a 352-byte value on the 512-byte BPF stack, and
+    // the snapshot gets exactly its `SNAP_BYTES`.
     unsafe {
         (*out).state = *record;
         (*out).state.flags |= state_flags::SNAPSHOT;
-    }
-    let n = get!(SNAP.n) as usize;
-    let mask = get!(SNAP.windows[(record.new & 15) as usize]);
-    let mut i = 0;
-    while i < SNAP_WINDOWS {
-        let len = get!(SNAP.len[i]);
-        let off = get!(SNAP.off[i]);
-        let wanted = mask & (1 << i) != 0;
-        // SAFETY: the destination is window `i` of the reserved slot; `len` is checked against
-        // the window size, so the copy stays inside it. bpf_probe_read_kernel reports faults
-        // (zero-filling the destination) instead of taking them.
-        unsafe {
-            let dst = (&raw mut (*out).snap).cast::<u8>().add(i * SNAP_WINDOW_LEN);
-            if i < n && wanted && len > 0 && len as usize <= SNAP_WINDOW_LEN {
-                let src = (sk + off as u64) as *const core::ffi::c_void;
-                generated::bpf_probe_read_kernel(dst.cast(), len, src);
-            } else {
-                core::ptr::write_bytes(dst, 0, SNAP_WINDOW_LEN);
-            }
-        }
-        i += 1;
+        m.snapshot((&raw mut (*out).snap).cast::<u8>(), full, record.new);
     }
     entry.submit(wake_flags(core::mem::size_of::<StateSnapRecord>()));
     true

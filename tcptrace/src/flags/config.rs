@@ -26,7 +26,16 @@ pub enum Format {
 pub enum TracepointMode {
     Auto,
     Btf,
+    /// BTF tracepoints reading sockets with `bpf_probe_read_kernel` only.
+    BtfProbe,
     Classic,
+}
+
+impl TracepointMode {
+    /// BTF tracepoints or nothing.
+    pub fn btf_only(self) -> bool {
+        matches!(self, Self::Btf | Self::BtfProbe)
+    }
 }
 
 /// Everything the program needs, validated.
@@ -149,10 +158,11 @@ impl Config {
         let tracepoints = match args.tracepoints {
             TracepointsArg::Auto => TracepointMode::Auto,
             TracepointsArg::Btf => TracepointMode::Btf,
+            TracepointsArg::BtfProbe => TracepointMode::BtfProbe,
             TracepointsArg::Classic => TracepointMode::Classic,
         };
-        if btf.is_none() && tracepoints == TracepointMode::Btf {
-            bail!("--tracepoints btf needs kernel BTF, but --btf none was given");
+        if btf.is_none() && matches!(tracepoints, TracepointMode::Btf | TracepointMode::BtfProbe) {
+            bail!("--tracepoints btf and btf-probe need kernel BTF, but --btf none was given");
         }
         if btf.is_none() && cgroup.is_some() {
             bail!("--cgroup needs kernel BTF to read a socket's cgroup, but --btf none was given");
