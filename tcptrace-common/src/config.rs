@@ -17,6 +17,8 @@ pub const TP_ERROR_GLOBAL: &str = "TP_ERROR";
 pub const SNAP_GLOBAL: &str = "SNAP";
 /// Name of the [`Wakeup`] global.
 pub const WAKEUP_GLOBAL: &str = "WAKEUP";
+/// Name of the [`TaskPlan`] global.
+pub const TASK_GLOBAL: &str = "TASK";
 /// Name of the ring buffer map.
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU lost-record counter map (index 0).
@@ -286,6 +288,42 @@ impl Default for SnapPlan {
     }
 }
 
+/// Which records carry the current task (pid, tid, `comm`): reading it is a good part of a
+/// record's cost, and connection records use it at a few transitions only (the owner at
+/// `connect()` and `listen()`, the closer, the task at CLOSE); the event stream prints it on
+/// every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskPlan {
+    /// Per new state (below 16): bit `old` set: the state change `old` → new carries the task.
+    pub states: [u32; 16],
+    /// Non-zero: retransmit, reset and error records carry it.
+    pub others: u32,
+    pub _pad: u32,
+}
+
+impl TaskPlan {
+    /// Every record carries the task.
+    pub const fn all() -> Self {
+        Self {
+            states: [u32::MAX; 16],
+            others: 1,
+            _pad: 0,
+        }
+    }
+
+    /// Whether the state change `old` → `new` carries the task.
+    pub const fn state(&self, old: u8, new: u8) -> bool {
+        new < 16 && old < 32 && self.states[new as usize] & (1 << old) != 0
+    }
+}
+
+impl Default for TaskPlan {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
 /// When a record wakes the reader. With `bytes == 0` the kernel's default applies: a record wakes
 /// a reader that has caught up, i.e. nearly every record when the reader keeps up. Otherwise a
 /// record wakes the reader only once `bytes` are waiting, and the reader also drains on a short
@@ -313,7 +351,8 @@ mod pod {
     unsafe impl aya::Pod for super::Filter {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Wakeup {}
-
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TaskPlan {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
@@ -327,6 +366,7 @@ mod pod {
 const _: () = {
     assert!(core::mem::size_of::<Filter>() == 64);
     assert!(core::mem::size_of::<Wakeup>() == 8);
+    assert!(core::mem::size_of::<TaskPlan>() == 72);
     assert!(core::mem::size_of::<KernelOffsets>() == 30 * 4);
     assert!(core::mem::size_of::<TpLayout>() == 36);
     assert!(

@@ -9,7 +9,7 @@ use tcptrace_common::{
 };
 
 use crate::{
-    emit::{header, submit, submit_state},
+    emit::{header, header_at, now_ns, state_task, submit, submit_state},
     sock::{self, Probe},
 };
 
@@ -84,10 +84,12 @@ pub fn tcptrace_tp_set_state(ctx: TracePointContext) -> i32 {
     if field::<u16>(&ctx, l.protocol) != Some(IPPROTO_TCP) {
         return 0;
     }
+    let old = field::<i32>(&ctx, l.oldstate).unwrap_or(-1) as u8;
+    let new = field::<i32>(&ctx, l.newstate).unwrap_or(-1) as u8;
     let mut rec = StateRecord {
-        hdr: header(kind::STATE),
-        old: field::<i32>(&ctx, l.oldstate).unwrap_or(-1) as u8,
-        new: field::<i32>(&ctx, l.newstate).unwrap_or(-1) as u8,
+        hdr: header_at(kind::STATE, now_ns(), state_task(old, new)),
+        old,
+        new,
         ..StateRecord::default()
     };
     rec.hdr.sk = field::<u64>(&ctx, l.skaddr).unwrap_or(0);

@@ -11,10 +11,13 @@ use crate::{
     sock::Mem,
 };
 
-/// A header with kind, timestamp and current task filled in.
+/// A header with kind and timestamp, and the current task when the [`TaskPlan`] asks for it
+/// on records other than state changes.
+///
+/// [`TaskPlan`]: tcptrace_common::TaskPlan
 #[inline(always)]
 pub fn header(kind: u8) -> Header {
-    header_at(kind, now_ns())
+    header_at(kind, now_ns(), get!(TASK.others) != 0)
 }
 
 /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
@@ -24,18 +27,28 @@ pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// A header with kind, the given timestamp and the current task filled in.
+/// A header with kind and the given timestamp, and the current task when `task`.
 #[inline(always)]
-pub fn header_at(kind: u8, ts_ns: u64) -> Header {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    Header {
+pub fn header_at(kind: u8, ts_ns: u64, task: bool) -> Header {
+    let mut hdr = Header {
         kind,
         ts_ns,
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
         ..Header::default()
+    };
+    if task {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        hdr.tgid = (pid_tgid >> 32) as u32;
+        hdr.tid = pid_tgid as u32;
+        hdr.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
+    hdr
+}
+
+/// Whether the state change `old` → `new` carries the current task.
+#[inline(always)]
+pub fn state_task(old: u8, new: u8) -> bool {
+    // Masked indices: the verifier needs the bound on the very register used.
+    new < 16 && old < 32 && get!(TASK.states[(new & 15) as usize]) & (1 << (old & 31)) != 0
 }
 
 #[inline(always)]

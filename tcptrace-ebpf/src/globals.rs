@@ -3,7 +3,9 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use tcptrace_common::{Filter, KernelOffsets, MAX_PORTS, Nested, SnapPlan, TpLayout, Wakeup};
+use tcptrace_common::{
+    Filter, KernelOffsets, MAX_PORTS, Nested, SnapPlan, TaskPlan, TpLayout, Wakeup,
+};
 
 /// All records go here; userspace sizes it with `--ring-buffer` before load.
 #[map]
@@ -33,6 +35,10 @@ pub static FILTER: Filter = Filter {
     _pad2: 0,
     cgroup: 0,
 };
+
+/// Which records carry the current task.
+#[unsafe(no_mangle)]
+pub static TASK: TaskPlan = TaskPlan::all();
 
 /// When records wake the reader (batching at high rates).
 #[unsafe(no_mangle)]

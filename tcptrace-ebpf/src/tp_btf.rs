@@ -14,7 +14,7 @@ use tcptrace_common::{
 };
 
 use crate::{
-    emit::{header, header_at, now_ns, submit, submit_state},
+    emit::{header, header_at, now_ns, state_task, submit, submit_state},
     globals::{NESTED, get},
     sock::{self, Direct, Mem, Probe},
 };
@@ -142,7 +142,7 @@ fn set_state<M: Mem>(m: M, ctx: &BtfTracePointContext, ts_ns: u64) {
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
     let mut rec = StateRecord {
-        hdr: header_at(kind::STATE, ts_ns),
+        hdr: header_at(kind::STATE, ts_ns, state_task(old as u8, new as u8)),
         old: old as u8,
         new: new as u8,
         ..StateRecord::default()

@@ -2,6 +2,8 @@
 //! lifecycle. Pure: time comes from the events and from `advance(now)`.
 use std::collections::{HashMap, VecDeque};
 
+use tcptrace_common::TaskPlan;
+
 /// The table's maps: a fast hasher, seeded per process (tuples come from the network).
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -99,13 +101,37 @@ pub struct ConnTable {
     pub stats: TableStats,
 }
 
+/// Transitions an application's `close()`/`shutdown()` makes: the task then is the closer.
+const CLOSE_CALLS: [(TcpState, TcpState); 3] = [
+    (TcpState::ESTABLISHED, TcpState::FIN_WAIT1),
+    (TcpState::SYN_RECV, TcpState::FIN_WAIT1),
+    (TcpState::CLOSE_WAIT, TcpState::LAST_ACK),
+];
+
 fn is_close_call(old: TcpState, new: TcpState) -> bool {
-    matches!(
-        (old, new),
-        (TcpState::ESTABLISHED, TcpState::FIN_WAIT1)
-            | (TcpState::SYN_RECV, TcpState::FIN_WAIT1)
-            | (TcpState::CLOSE_WAIT, TcpState::LAST_ACK)
-    )
+    CLOSE_CALLS.contains(&(old, new))
+}
+
+/// The kernel records whose current task the table reads ([`Owner::of`] in `on_state`): a
+/// listener's owner (→ LISTEN), the owner at `connect()` (CLOSE → SYN_SENT), the closer at a
+/// close call, the task at CLOSE. With only connection records wanted, the programs leave the
+/// task out of every other record.
+pub fn task_plan() -> TaskPlan {
+    let mut plan = TaskPlan {
+        states: [0; 16],
+        others: 0,
+        _pad: 0,
+    };
+    let mut carry = |old: TcpState, new: TcpState| {
+        plan.states[usize::from(new.0)] |= 1 << old.0;
+    };
+    carry(TcpState::CLOSE, TcpState::SYN_SENT);
+    for (old, new) in CLOSE_CALLS {
+        carry(old, new);
+    }
+    plan.states[usize::from(TcpState::LISTEN.0)] = u32::MAX;
+    plan.states[usize::from(TcpState::CLOSE.0)] = u32::MAX;
+    plan
 }
 
 impl ConnTable {

@@ -203,8 +203,19 @@ fn wakeup(cfg: &Config) -> abi::Wakeup {
     }
 }
 
-/// Loads and attaches everything `cfg` asks for.
-pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
+/// Which records carry the current task: all of them for the event stream (and the in-kernel
+/// pid filter), else only those the connection table reads.
+fn task_plan(cfg: &Config, events: bool) -> abi::TaskPlan {
+    if events || cfg.filter.tgid != 0 {
+        abi::TaskPlan::all()
+    } else {
+        tcptrace_core::lifecycle::table::task_plan()
+    }
+}
+
+/// Loads and attaches everything `cfg` asks for; `events`: a sink wants every event (else
+/// connection records only).
+pub fn load(cfg: &Config, events: bool) -> anyhow::Result<Tracer> {
     privilege::check()?;
     let mut warnings = Vec::new();
     let info = kernel_info(cfg, &mut warnings)?;
@@ -217,6 +228,7 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         );
     }
     let wakeup = wakeup(cfg);
+    let task = task_plan(cfg, events);
     let debug = cfg.log_level >= log::LevelFilter::Debug;
     let ebpf_log_level: u8 = if debug { 4 } else { 0 };
     let mut loader = EbpfLoader::new();
@@ -227,6 +239,7 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         .override_global(abi::OFFSETS_GLOBAL, &info.offsets, true)
         .override_global(abi::SNAP_GLOBAL, &info.snap_plan, true)
         .override_global(abi::WAKEUP_GLOBAL, &wakeup, true)
+        .override_global(abi::TASK_GLOBAL, &task, true)
         .override_global(AYA_LOG_LEVEL, &ebpf_log_level, false)
         .map_max_entries(abi::EVENTS_MAP, cfg.ring_bytes);
     let none = TpLayout::none();
