@@ -76,11 +76,25 @@ impl Reader<'_, '_, '_> {
         self.pipeline.flush()
     }
 
-    /// Reads what the ring holds, then the loss counters: a loss is recorded after the events
-    /// that came before it, and noted on the connections open then, before any goes out.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, tick: bool) -> io::Result<()> {
+    /// Reads what the ring holds (for at most `budget`), then the loss counters: a loss is
+    /// recorded after the events that came before it, and noted on the connections open then,
+    /// before any goes out. True when it stopped at the budget with records left.
+    fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        tick: bool,
+        budget: Option<Duration>,
+    ) -> io::Result<bool> {
+        let deadline = budget.map(|b| std::time::Instant::now() + b);
+        let mut n = 0u32;
+        let mut more = false;
         while let Some(item) = ring.next() {
             self.handle(&item)?;
+            n = n.wrapping_add(1);
+            if n.is_multiple_of(256) && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                more = true;
+                break;
+            }
         }
         if let Some(l) = self.ebpf_log.as_mut() {
             l.flush();
@@ -89,9 +103,15 @@ impl Reader<'_, '_, '_> {
         if tick {
             self.loss.tell();
         }
-        self.settle(tick)
+        self.settle(tick)?;
+        Ok(more)
     }
 }
+
+/// Longest a drain reads before the loop looks at its signals and timers again: a ring the
+/// kernel refills as fast as it is read (a host busier than the tracer can follow) must not
+/// keep Ctrl-C, SIGTERM or `--duration` from being seen.
+const DRAIN_BUDGET: Option<Duration> = Some(Duration::from_millis(20));
 
 /// What the kernel lost, as reported so far.
 #[derive(Default)]
@@ -208,24 +228,28 @@ pub async fn run(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                if let Err(e) = reader.drain(guard.get_inner_mut(), false) {
-                    break Err(e);
+                match reader.drain(guard.get_inner_mut(), false, DRAIN_BUDGET) {
+                    Err(e) => break Err(e),
+                    // More is waiting: the ring stays ready, the next turn reads on (after any
+                    // signal or timer that is due).
+                    Ok(true) => continue,
+                    Ok(false) => {}
                 }
                 // The kernel only wakes a consumer that has caught up, and a wakeup landing
                 // between the drain above and `clear_ready` is lost; draining once more after
                 // clearing closes that window, so the reader can never stall behind a record.
                 guard.clear_ready();
-                if let Err(e) = reader.drain(ring.get_mut(), false) {
+                if let Err(e) = reader.drain(ring.get_mut(), false, DRAIN_BUDGET) {
                     break Err(e);
                 }
             }
             _ = async { match poll.as_mut() { Some(p) => { p.tick().await; } None => std::future::pending().await } } => {
-                if let Err(e) = reader.drain(ring.get_mut(), false) {
+                if let Err(e) = reader.drain(ring.get_mut(), false, DRAIN_BUDGET) {
                     break Err(e);
                 }
             }
             _ = tick.tick() => {
-                if let Err(e) = reader.drain(ring.get_mut(), true) {
+                if let Err(e) = reader.drain(ring.get_mut(), true, DRAIN_BUDGET) {
                     break Err(e);
                 }
             }
@@ -248,7 +272,7 @@ pub async fn run(
     drop(tracer.ebpf.take());
     result?;
     let mut ring = ring.into_inner();
-    reader.drain(&mut ring, true)?;
+    reader.drain(&mut ring, true, None)?;
     // What is still open: its numbers now, then every tracked connection goes out.
     reader.augment.at_exit(monotonic_ns(), &mut reader.facts);
     let now = monotonic_ns();
