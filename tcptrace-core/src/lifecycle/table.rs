@@ -1,11 +1,10 @@
 //! The connection table: consumes events in order and emits one finished [`Conn`] per
 //! lifecycle. Pure: time comes from the events and from `advance(now)`.
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use tcptrace_common::TaskPlan;
 
-/// The table's maps: a fast hasher, seeded per process (tuples come from the network).
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use crate::FastMap as Map;
 
 use super::{
     conn::{Conn, End, Options, Owner, Role, Visit, note},
