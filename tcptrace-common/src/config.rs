@@ -324,21 +324,23 @@ impl Default for TaskPlan {
     }
 }
 
-/// When a record wakes the reader. With `bytes == 0` the kernel's default applies: a record wakes
-/// a reader that has caught up, i.e. nearly every record when the reader keeps up. Otherwise a
-/// record wakes the reader only once `bytes` are waiting, and the reader also drains on a short
-/// timer: at high rates one wakeup then carries thousands of records instead of a few.
+/// When a record wakes the reader. With `per_cpu_bytes == 0` the kernel's default applies: a
+/// record wakes a reader that has caught up, i.e. nearly every record when the reader keeps up.
+/// Otherwise a record wakes the reader only once its CPU has written `per_cpu_bytes` since it
+/// last did, and the reader also drains on a short timer: at high rates one wakeup then carries
+/// thousands of records instead of a few. (Counting per CPU costs a per-CPU counter; asking the
+/// ring how much waits costs two cache lines every producer and the reader write.)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Wakeup {
-    /// Unread bytes in the ring buffer at which a record forces a wakeup; 0: kernel default.
-    pub bytes: u64,
+    /// Bytes a CPU writes between the wakeups it forces; 0: the kernel's default.
+    pub per_cpu_bytes: u64,
 }
 
 impl Wakeup {
     /// The kernel's default policy.
     pub const fn per_record() -> Self {
-        Self { bytes: 0 }
+        Self { per_cpu_bytes: 0 }
     }
 }
 

@@ -1,13 +1,13 @@
 //! Stamps the task context on a record, applies the in-kernel filter and writes the record to the
 //! ring buffer, counting it in `LOST` when the buffer is full.
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
 };
 use tcptrace_common::{Header, MAX_PORTS, StateRecord, StateSnapRecord, hdr_flags, state_flags};
 
 use crate::{
-    globals::{EVENTS, LOST, get},
+    globals::{EVENTS, LOST, WRITTEN, get},
     sock::Mem,
 };
 
@@ -104,17 +104,29 @@ fn count_lost() {
 }
 
 /// Commit flags for a record of `size` bytes under the [`WAKEUP`](crate::globals::WAKEUP)
-/// policy: wake the reader only once enough is waiting (it also drains on a timer).
+/// policy: wake the reader only once this CPU has written enough since it last did (the
+/// reader also drains on a timer).
 #[inline(always)]
 fn wake_flags(size: usize) -> u64 {
-    let threshold = get!(WAKEUP.bytes);
-    if threshold == 0 {
+    let every = get!(WAKEUP.per_cpu_bytes);
+    if every == 0 {
         return 0;
     }
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) + size as u64 >= threshold {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
+    let Some(written) = WRITTEN.get_ptr_mut(0) else {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    };
+    // SAFETY: this CPU's slot, from a successful lookup; valid while the program runs. A
+    // program interrupting this one on the same CPU may make one count land late or twice:
+    // it only moves a wakeup by a record.
+    unsafe {
+        let now = *written + size as u64;
+        if now >= every {
+            *written = 0;
+            BPF_RB_FORCE_WAKEUP as u64
+        } else {
+            *written = now;
+            BPF_RB_NO_WAKEUP as u64
+        }
     }
 }
 

@@ -15,6 +15,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Index 0: bytes this CPU wrote since the last wakeup it forced (see [`Wakeup`]).
+#[map]
+pub static WRITTEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Index 0: the state changes the main state-change program handled on this CPU, and those the
 /// second one caught (see [`Nested`]).
 #[map]

@@ -193,12 +193,16 @@ impl Tracer {
     }
 }
 
-/// The wakeup policy: with a drain timer, wake early only when a quarter of the buffer waits.
+/// The wakeup policy: with a drain timer, wake early only when the CPUs together have written a
+/// quarter of the buffer.
 fn wakeup(cfg: &Config) -> abi::Wakeup {
     match cfg.latency {
-        Some(_) => abi::Wakeup {
-            bytes: u64::from(cfg.ring_bytes / 4),
-        },
+        Some(_) => {
+            let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u64;
+            abi::Wakeup {
+                per_cpu_bytes: (u64::from(cfg.ring_bytes / 4) / cpus).max(1),
+            }
+        }
         None => abi::Wakeup::per_record(),
     }
 }
