@@ -170,6 +170,49 @@ struct Loc {
     bits: u8,
 }
 
+/// How `decode` turns a field's location into its value, worked out once per layout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Step {
+    pos: u16,
+    /// Bytes to load when the eight from `pos` would run past the snapshot.
+    size: u8,
+    /// Right shift, then mask: a bitfield's bits, or the field's bytes.
+    shift: u8,
+    mask: u64,
+    /// Left-then-arithmetic-right shift that sign-extends a signed field (0: unsigned).
+    sign: u8,
+    /// Final right shift (`srtt_us` is kept << 3 by the kernel).
+    post: u8,
+}
+
+impl Step {
+    fn of(f: Field, l: Loc) -> Self {
+        let size = l.size.min(8);
+        let bytes = if size < 8 {
+            (1u64 << (8 * size)) - 1
+        } else {
+            u64::MAX
+        };
+        let (shift, mask) = if l.bits != 0 {
+            (l.bit, (1u64 << l.bits) - 1)
+        } else {
+            (0, bytes)
+        };
+        Self {
+            pos: l.pos,
+            size,
+            shift,
+            mask,
+            sign: if l.bits == 0 && f.signed() && size < 8 {
+                64 - 8 * size
+            } else {
+                0
+            },
+            post: if f == Field::SrttUs { 3 } else { 0 },
+        }
+    }
+}
+
 /// How to read a snapshot back: one location per field (none when this kernel lacks it or it
 /// did not fit the plan).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -179,6 +222,8 @@ pub struct SnapLayout {
     windows: [u32; 16],
     /// Per new state, the fields those windows hold (bit `f as u8`): what `decode` reads.
     fields: [u32; 16],
+    /// Per field, derived from `locs`.
+    steps: [Step; FIELDS],
 }
 
 /// The numbers of one snapshot. `known` has bit `f as u8` set for each field present. Stored
@@ -414,8 +459,14 @@ impl SnapLayout {
         Some(out)
     }
 
-    /// Derives `fields` from `windows` and `locs`.
+    /// Derives `fields` and `steps` from `windows` and `locs`.
     fn index(&mut self) {
+        for (f, (step, loc)) in Field::ALL
+            .into_iter()
+            .zip(self.steps.iter_mut().zip(self.locs))
+        {
+            *step = loc.map_or(Step::default(), |l| Step::of(f, l));
+        }
         for (fields, windows) in self.fields.iter_mut().zip(self.windows) {
             *fields = Field::ALL
                 .into_iter()
@@ -435,31 +486,26 @@ impl SnapLayout {
         while wanted != 0 {
             let i = wanted.trailing_zeros() as usize;
             wanted &= wanted - 1;
-            let (Some(loc), Some(&f)) = (self.locs[i], Field::ALL.get(i)) else {
+            let (Some(step), Some(&f)) = (self.steps.get(i), Field::ALL.get(i)) else {
                 continue;
             };
-            let start = loc.pos as usize;
-            let size = usize::from(loc.size).min(8);
-            let mut raw = [0u8; 8];
-            if start + 8 <= SNAP_BYTES {
-                raw.copy_from_slice(&snap[start..start + 8]);
-            } else if let Some(bytes) = snap.get(start..start + size) {
-                raw[..size].copy_from_slice(bytes);
+            let start = usize::from(step.pos);
+            let raw = match snap.get(start..start + 8) {
+                Some(eight) => u64::from_le_bytes(eight.try_into().unwrap_or([0; 8])),
+                None => {
+                    let mut tail = [0u8; 8];
+                    let size = usize::from(step.size);
+                    if let Some(bytes) = snap.get(start..start + size) {
+                        tail[..size].copy_from_slice(bytes);
+                    }
+                    u64::from_le_bytes(tail)
+                }
+            };
+            let mut v = (raw >> step.shift) & step.mask;
+            if step.sign != 0 {
+                v = (((v << step.sign) as i64) >> step.sign) as u64;
             }
-            let mut v = u64::from_le_bytes(raw);
-            if size < 8 {
-                v &= (1u64 << (8 * size)) - 1;
-            }
-            if loc.bits != 0 {
-                v = (v >> loc.bit) & ((1u64 << loc.bits) - 1);
-            } else if f.signed() && size < 8 {
-                let shift = 64 - 8 * size as u32;
-                v = (((v << shift) as i64) >> shift) as u64;
-            }
-            if f == Field::SrttUs {
-                v >>= 3;
-            }
-            out.set(f, v);
+            out.set(f, v >> step.post);
         }
         out
     }
