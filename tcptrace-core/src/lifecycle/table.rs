@@ -133,6 +133,45 @@ pub fn task_plan() -> TaskPlan {
     plan
 }
 
+/// Applies a state change `old` → `new` to a tracked connection; true when it closed.
+fn transition(
+    c: &mut Conn,
+    ev: &Event,
+    old: TcpState,
+    new: TcpState,
+    sock: Option<SockSnapshot>,
+    stats: &mut TableStats,
+) -> bool {
+    if c.state() != Some(old) {
+        c.notes |= note::MISSED_EVENTS;
+        stats.missed += 1;
+        c.visits.push(Visit {
+            state: old,
+            since_ns: None,
+        });
+    }
+    c.update_addrs(ev);
+    c.last_ns = ev.ts_ns;
+    if is_close_call(old, new) && c.cold().closer.is_none() {
+        c.cold_mut().closer = Some(Owner::of(ev));
+    }
+    if new == TcpState::ESTABLISHED
+        && let Some(s) = &sock
+    {
+        c.options = Options::from_snapshot(s);
+    }
+    c.enter(new, ev.ts_ns);
+    if new != TcpState::CLOSE {
+        return false;
+    }
+    c.cold_mut().close_task = Some(Owner::of(ev));
+    c.end_ns = Some(ev.ts_ns);
+    if sock.is_some() {
+        c.cold_mut().sock = sock;
+    }
+    true
+}
+
 impl ConnTable {
     pub fn new(cfg: TableConfig) -> Self {
         Self {
@@ -268,45 +307,22 @@ impl ConnTable {
             }
             _ => {}
         }
-        if !self.live.contains_key(&key) {
-            let mut adopted = Box::new(self.adopt(ev, old));
-            // The newest activity, so a full table evicts others, never it.
-            adopted.last_ns = ev.ts_ns;
-            self.insert_live(key, adopted, out);
-        }
-        // Updated in place; only the CLOSE transition takes it out of the live table.
-        let Some(c) = self.live.get_mut(&key) else {
-            return;
+        // Updated in place (one lookup when it is known); only the CLOSE transition takes it
+        // out of the live table.
+        let closed = match self.live.get_mut(&key) {
+            Some(c) => transition(c, ev, old, new, sock, &mut self.stats),
+            None => {
+                let mut adopted = Box::new(self.adopt(ev, old));
+                // The newest activity, so a full table evicts others, never it.
+                adopted.last_ns = ev.ts_ns;
+                let closed = transition(&mut adopted, ev, old, new, sock, &mut self.stats);
+                self.insert_live(key, adopted, out);
+                closed
+            }
         };
-        if c.state() != Some(old) {
-            c.notes |= note::MISSED_EVENTS;
-            self.stats.missed += 1;
-            c.visits.push(Visit {
-                state: old,
-                since_ns: None,
-            });
-        }
-        c.update_addrs(ev);
-        c.last_ns = ev.ts_ns;
-        if is_close_call(old, new) && c.cold().closer.is_none() {
-            c.cold_mut().closer = Some(Owner::of(ev));
-        }
-        if new == TcpState::ESTABLISHED
-            && let Some(s) = &sock
-        {
-            c.options = Options::from_snapshot(s);
-        }
-        c.enter(new, ev.ts_ns);
-        if new == TcpState::CLOSE {
-            c.cold_mut().close_task = Some(Owner::of(ev));
-            c.end_ns = Some(ev.ts_ns);
-            if sock.is_some() {
-                c.cold_mut().sock = sock;
-            }
+        if closed && let Some(c) = self.live.remove(&key) {
             let expect_tw = matches!(old, TcpState::FIN_WAIT2 | TcpState::CLOSING);
-            if let Some(c) = self.live.remove(&key) {
-                self.start_closing(key, c, expect_tw);
-            }
+            self.start_closing(key, c, expect_tw);
         }
     }
 
