@@ -230,9 +230,14 @@ pub async fn run(
                 let mut guard = guard?;
                 match reader.drain(guard.get_inner_mut(), false, DRAIN_BUDGET) {
                     Err(e) => break Err(e),
-                    // More is waiting: the ring stays ready, the next turn reads on (after any
-                    // signal or timer that is due).
-                    Ok(true) => continue,
+                    // More is waiting: the ring stays ready, and the next turn reads on once
+                    // the runtime has looked at its signals and timers (this loop is its only
+                    // task: without yielding, they would never be polled).
+                    Ok(true) => {
+                        drop(guard);
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
                     Ok(false) => {}
                 }
                 // The kernel only wakes a consumer that has caught up, and a wakeup landing
