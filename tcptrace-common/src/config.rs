@@ -17,6 +17,8 @@ pub const TP_ERROR_GLOBAL: &str = "TP_ERROR";
 pub const SNAP_GLOBAL: &str = "SNAP";
 /// Name of the [`Wakeup`] global.
 pub const WAKEUP_GLOBAL: &str = "WAKEUP";
+/// Name of the [`TaskPlan`] global.
+pub const TASK_GLOBAL: &str = "TASK";
 /// Name of the ring buffer map.
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU lost-record counter map (index 0).
@@ -232,7 +234,10 @@ impl Default for TpLayout {
 /// Which bytes of a socket to copy into a [`StateSnapRecord`](crate::StateSnapRecord), and on
 /// which transitions. Userspace packs the `tcp_sock` fields it wants (offsets from BTF) into at
 /// most [`SNAP_WINDOWS`](crate::SNAP_WINDOWS) windows of up to
-/// [`SNAP_WINDOW_LEN`](crate::SNAP_WINDOW_LEN) bytes; the programs copy them blindly.
+/// [`SNAP_WINDOW_LEN`](crate::SNAP_WINDOW_LEN) bytes, which programs reading memory through
+/// `bpf_probe_read_kernel` copy blindly; and lists the same fields one by one, each landing
+/// where its window would put it, for programs that read the socket with plain loads through a
+/// BTF pointer (the verifier lets those touch one member at a time, never a window).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapPlan {
@@ -247,7 +252,22 @@ pub struct SnapPlan {
     /// Per new state (below 16): bit `i` set copies window `i`; the others are zeroed. The
     /// handshake's end needs only the options, the socket's end everything.
     pub windows: [u32; 16],
+    /// Pieces in use of the field-by-field copy.
+    pub n_fields: u32,
+    /// Byte offset of each piece from the start of `struct sock` (the pieces of a field
+    /// whose size is not 1, 2, 4 or 8 are consecutive).
+    pub field_off: [u32; SNAP_FIELDS],
+    /// Where each piece's bytes go in the snapshot (as its window would place them).
+    pub field_pos: [u16; SNAP_FIELDS],
+    /// Size of each piece: 1, 2, 4 or 8.
+    pub field_size: [u8; SNAP_FIELDS],
+    /// Per new state (below 16): bit `i` set copies piece `i`; the rest of the snapshot is
+    /// zero.
+    pub fields: [u32; 16],
 }
+
+/// Pieces the field-by-field snapshot plan can hold.
+pub const SNAP_FIELDS: usize = 24;
 
 impl SnapPlan {
     /// No snapshots.
@@ -258,6 +278,11 @@ impl SnapPlan {
             off: [0; crate::SNAP_WINDOWS],
             len: [0; crate::SNAP_WINDOWS],
             windows: [0; 16],
+            n_fields: 0,
+            field_off: [0; SNAP_FIELDS],
+            field_pos: [0; SNAP_FIELDS],
+            field_size: [0; SNAP_FIELDS],
+            fields: [0; 16],
         }
     }
 }
@@ -268,21 +293,59 @@ impl Default for SnapPlan {
     }
 }
 
-/// When a record wakes the reader. With `bytes == 0` the kernel's default applies: a record wakes
-/// a reader that has caught up, i.e. nearly every record when the reader keeps up. Otherwise a
-/// record wakes the reader only once `bytes` are waiting, and the reader also drains on a short
-/// timer: at high rates one wakeup then carries thousands of records instead of a few.
+/// Which records carry the current task (pid, tid, `comm`): reading it is a good part of a
+/// record's cost, and connection records use it at a few transitions only (the owner at
+/// `connect()` and `listen()`, the closer, the task at CLOSE); the event stream prints it on
+/// every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskPlan {
+    /// Per new state (below 16): bit `old` set: the state change `old` → new carries the task.
+    pub states: [u32; 16],
+    /// Non-zero: retransmit, reset and error records carry it.
+    pub others: u32,
+    pub _pad: u32,
+}
+
+impl TaskPlan {
+    /// Every record carries the task.
+    pub const fn all() -> Self {
+        Self {
+            states: [u32::MAX; 16],
+            others: 1,
+            _pad: 0,
+        }
+    }
+
+    /// Whether the state change `old` → `new` carries the task.
+    pub const fn state(&self, old: u8, new: u8) -> bool {
+        new < 16 && old < 32 && self.states[new as usize] & (1 << old) != 0
+    }
+}
+
+impl Default for TaskPlan {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+/// When a record wakes the reader. With `per_cpu_bytes == 0` the kernel's default applies: a
+/// record wakes a reader that has caught up, i.e. nearly every record when the reader keeps up.
+/// Otherwise a record wakes the reader only once its CPU has written `per_cpu_bytes` since it
+/// last did, and the reader also drains on a short timer: at high rates one wakeup then carries
+/// thousands of records instead of a few. (Counting per CPU costs a per-CPU counter; asking the
+/// ring how much waits costs two cache lines every producer and the reader write.)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Wakeup {
-    /// Unread bytes in the ring buffer at which a record forces a wakeup; 0: kernel default.
-    pub bytes: u64,
+    /// Bytes a CPU writes between the wakeups it forces; 0: the kernel's default.
+    pub per_cpu_bytes: u64,
 }
 
 impl Wakeup {
     /// The kernel's default policy.
     pub const fn per_record() -> Self {
-        Self { bytes: 0 }
+        Self { per_cpu_bytes: 0 }
     }
 }
 
@@ -296,6 +359,8 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Wakeup {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::TaskPlan {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TpLayout {}
@@ -308,7 +373,11 @@ mod pod {
 const _: () = {
     assert!(core::mem::size_of::<Filter>() == 64);
     assert!(core::mem::size_of::<Wakeup>() == 8);
+    assert!(core::mem::size_of::<TaskPlan>() == 72);
     assert!(core::mem::size_of::<KernelOffsets>() == 30 * 4);
     assert!(core::mem::size_of::<TpLayout>() == 36);
-    assert!(core::mem::size_of::<SnapPlan>() == 8 + 8 * crate::SNAP_WINDOWS + 64);
+    assert!(
+        core::mem::size_of::<SnapPlan>()
+            == 8 + 8 * crate::SNAP_WINDOWS + 64 + 4 + 7 * SNAP_FIELDS + 64
+    );
 };

@@ -162,40 +162,49 @@ pub const NESTED_MAP: &str = "NESTED";
 
 /// How runs of the state-change program that the kernel skipped are caught. A BTF tracepoint
 /// program does not run nested in itself on one CPU (the kernel counts the skipped run in its
-/// `recursion_misses`): the state changes of a softirq that interrupts it, for instance one run
-/// on the way out of the interrupt its own ring-buffer wakeup raises, would be lost. A second
-/// program, attached after it to the same tracepoint, handles every event the first did not:
-/// the first notes each event it handles in `notes`, the second takes the note away or, when
-/// there is none, writes the record itself.
+/// `recursion_misses`): the state changes of a softirq that interrupts it (one run on the way
+/// out of a timer interrupt, say) would be lost. A second program, attached after it to the
+/// same tracepoint, handles every event the first did not:
+/// - while the first program runs on this CPU (`busy`), every event the second one sees
+///   happened in an interrupt of that run, so the first was skipped: the second writes it;
+/// - otherwise the first program noted its event on top of a small per-CPU stack, and the
+///   second takes the note away when it is its own event; when it is not, the first was
+///   skipped (an interrupt that landed in the instants around its run) and the second writes
+///   the event. After writing, it drops notes pushed meanwhile: events of interrupts of its own
+///   run, which the first program handled and whose runs of the second the kernel skipped.
+///
+/// So the second program writes an event only when the first did not: `caught` never counts
+/// an event twice, and skipped runs less caught ones are exactly the events lost. (A note
+/// can only be left behind by an interrupt in the instants around a run of the second program;
+/// if such a note named the very socket and transition of a later skipped event, that event
+/// would be counted lost, never silently dropped.)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Nested {
-    /// Events the main program handled and the second one has not looked at yet. Two: one
-    /// outer, one nested, whatever the order they finish in.
-    pub notes: [Note; 2],
+    /// 1 while the main program runs on this CPU.
+    pub busy: u32,
+    /// Notes pushed and not taken: the top one is `notes[(depth - 1) % NOTE_SLOTS]`.
+    pub depth: u32,
+    pub notes: [Note; NOTE_SLOTS],
     /// Events the second program handled because the main one had not: each is one of the
     /// main program's `recursion_misses`, caught.
     pub caught: u64,
 }
 
-/// One state change the main program handled: what tells it from another on this CPU within
-/// microseconds (the socket and the transition), and when.
+/// Places on a CPU's note stack: more than the contexts that can nest there (task, softirq,
+/// hardirq, NMI), so live notes are never overwritten; a power of two.
+pub const NOTE_SLOTS: usize = 8;
+
+/// One state change the main program handled: what tells it from another on this CPU (the
+/// socket and the transition; one socket's state changes never nest, it is locked).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Note {
-    /// The socket; 0: the place is free.
     pub sk: u64,
     /// `old << 8 | new`.
     pub transition: u32,
     pub _pad: u32,
-    /// `bpf_ktime_get_ns()`: a note older than [`NOTE_STALE_NS`] is one the second program
-    /// never looked at (its own run was skipped), and its place may be reused.
-    pub noted_ns: u64,
 }
-
-/// Age beyond which a [`Note`] is stale: longer than any softirq run (the kernel hands
-/// softirqs to ksoftirqd after 2 ms), so never an outer event still waiting.
-pub const NOTE_STALE_NS: u64 = 10_000_000;
 
 /// Size of every record in the ring buffer.
 pub const RECORD_SIZE: usize = 104;
@@ -208,6 +217,7 @@ const _: () = {
     assert!(core::mem::size_of::<ResetRecord>() == RECORD_SIZE);
     assert!(core::mem::size_of::<ErrorRecord>() == RECORD_SIZE);
     assert!(core::mem::size_of::<StateSnapRecord>() == RECORD_SIZE + SNAP_BYTES);
-    assert!(core::mem::size_of::<Note>() == 24);
-    assert!(core::mem::size_of::<Nested>() == 56);
+    assert!(core::mem::size_of::<Note>() == 16);
+    assert!(core::mem::size_of::<Nested>() == 8 + 16 * NOTE_SLOTS + 8);
+    assert!(NOTE_SLOTS.is_power_of_two());
 };

@@ -2,7 +2,7 @@
 //! id (with its runtime and Kubernetes pod UID) parsed from the path shapes systemd, docker,
 //! containerd/CRI, CRI-O and podman create; and where cgroup2 is mounted, from /proc/mounts
 //! text. Pure: the daemon reads the files, this only parses.
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 /// A container runtime, as told by the cgroup path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -212,7 +212,7 @@ pub fn cgroup2_mounts(proc_mounts: &str) -> Vec<String> {
 /// Cgroup ids as learned (from the daemon's resolver live, from `cgroup` lines in replay).
 #[derive(Clone, Debug, Default)]
 pub struct CgroupNames {
-    by_id: HashMap<u64, Arc<CgroupInfo>>,
+    by_id: crate::FastMap<u64, Arc<CgroupInfo>>,
 }
 
 impl CgroupNames {

@@ -2,9 +2,10 @@
 //! wall clock, the kernel's reset-reason names, facts learned about namespaces (interface
 //! MTUs) and the paths of cgroup ids. The pipeline owns one and keeps it current from recorded facts only, so `replay`
 //! rebuilds the same context a live run had; sinks and rules read it.
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
 
 use crate::{
+    FastMap as HashMap,
     cgroup::{CgroupInfo, CgroupNames},
     clock::{Rfc3339Writer, WallClock},
 };

@@ -81,11 +81,10 @@ pub fn decode(b: &[u8], snap: &SnapLayout) -> Result<Event, DecodeError> {
         kind::STATE => EventKind::State {
             old: TcpState(b[body]),
             new: TcpState(b[body + 1]),
-            sock: snapshot.then(|| {
-                let mut raw = [0u8; SNAP_BYTES];
-                raw.copy_from_slice(&b[RECORD_SIZE..]);
-                snap.decode(&raw, TcpState(b[body + 1]))
-            }),
+            sock: snapshot
+                .then(|| <&[u8; SNAP_BYTES]>::try_from(&b[RECORD_SIZE..]).ok())
+                .flatten()
+                .map(|raw| snap.decode(raw, TcpState(b[body + 1]))),
         },
         kind::RETRANSMIT => {
             let st = state(b[body]);

@@ -21,3 +21,7 @@ pub mod sysctl;
 pub mod tcp;
 pub mod tp_format;
 pub mod wire;
+
+/// The hash map of the hot paths: a fast hasher, seeded per process (keys such as tuples come
+/// from the network). The default SipHash costs hundreds of instructions per lookup.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -1,6 +1,6 @@
 //! Per-socket numbers carried by state changes: which `tcp_sock` fields to copy (a plan of
 //! memory windows built from the running kernel's BTF) and how to read them back.
-use tcptrace_common::{SNAP_BYTES, SNAP_WINDOW_LEN, SNAP_WINDOWS, SnapPlan};
+use tcptrace_common::{SNAP_BYTES, SNAP_FIELDS, SNAP_WINDOW_LEN, SNAP_WINDOWS, SnapPlan};
 
 use crate::{btf::Btf, tcp::TcpState};
 
@@ -170,6 +170,49 @@ struct Loc {
     bits: u8,
 }
 
+/// How `decode` turns a field's location into its value, worked out once per layout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Step {
+    pos: u16,
+    /// Bytes to load when the eight from `pos` would run past the snapshot.
+    size: u8,
+    /// Right shift, then mask: a bitfield's bits, or the field's bytes.
+    shift: u8,
+    mask: u64,
+    /// Left-then-arithmetic-right shift that sign-extends a signed field (0: unsigned).
+    sign: u8,
+    /// Final right shift (`srtt_us` is kept << 3 by the kernel).
+    post: u8,
+}
+
+impl Step {
+    fn of(f: Field, l: Loc) -> Self {
+        let size = l.size.min(8);
+        let bytes = if size < 8 {
+            (1u64 << (8 * size)) - 1
+        } else {
+            u64::MAX
+        };
+        let (shift, mask) = if l.bits != 0 {
+            (l.bit, (1u64 << l.bits) - 1)
+        } else {
+            (0, bytes)
+        };
+        Self {
+            pos: l.pos,
+            size,
+            shift,
+            mask,
+            sign: if l.bits == 0 && f.signed() && size < 8 {
+                64 - 8 * size
+            } else {
+                0
+            },
+            post: if f == Field::SrttUs { 3 } else { 0 },
+        }
+    }
+}
+
 /// How to read a snapshot back: one location per field (none when this kernel lacks it or it
 /// did not fit the plan).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -179,6 +222,8 @@ pub struct SnapLayout {
     windows: [u32; 16],
     /// Per new state, the fields those windows hold (bit `f as u8`): what `decode` reads.
     fields: [u32; 16],
+    /// Per field, derived from `locs`.
+    steps: [Step; FIELDS],
 }
 
 /// The numbers of one snapshot. `known` has bit `f as u8` set for each field present. Stored
@@ -241,6 +286,19 @@ struct Want {
     bits: u32,
 }
 
+/// Sizes of the loads that copy a field of `size` bytes (at most 8), largest first.
+fn pieces(size: u32) -> Vec<u32> {
+    let mut left = size;
+    let mut out = Vec::new();
+    for p in [8, 4, 2, 1] {
+        while left >= p {
+            out.push(p);
+            left -= p;
+        }
+    }
+    out
+}
+
 /// Builds the plan the programs follow and the layout to decode its output. Fields this kernel
 /// does not have are left out; if the fields need more windows than the ABI has, the ones at
 /// the highest offsets are left out (never silently mis-read).
@@ -291,6 +349,7 @@ pub fn plan(btf: &Btf) -> (SnapPlan, SnapLayout) {
 
     let mut plan = SnapPlan::none();
     let mut layout = SnapLayout::default();
+    let mut piece_masks = [0u32; FIELDS];
     let mut win: Option<(usize, u32)> = None; // (index, start offset)
     for w in wants {
         let fits = win.is_some_and(|(_, start)| w.off + w.size - start <= SNAP_WINDOW_LEN as u32);
@@ -304,9 +363,27 @@ pub fn plan(btf: &Btf) -> (SnapPlan, SnapLayout) {
             plan.n = next as u32 + 1;
         }
         let Some((i, start)) = win else { break };
+        let pos = (i * SNAP_WINDOW_LEN) as u16 + (w.off - start) as u16;
+        // The same bytes as loads of 1, 2, 4 or 8 bytes, for the programs that cannot copy a
+        // window; a field that does not fit the pieces left is left out of both.
+        let pieces = pieces(w.size);
+        if plan.n_fields as usize + pieces.len() > SNAP_FIELDS {
+            break;
+        }
+        let first = plan.n_fields as usize;
+        let mut at = 0;
+        for (k, size) in pieces.iter().enumerate() {
+            plan.field_off[first + k] = w.off + at;
+            plan.field_pos[first + k] = pos + at as u16;
+            plan.field_size[first + k] = *size as u8;
+            at += size;
+        }
+        plan.n_fields += pieces.len() as u32;
+        let mask = ((1u32 << pieces.len()) - 1) << first;
+        piece_masks[w.field as usize] = mask;
         plan.len[i] = plan.len[i].max(w.off + w.size - start);
         layout.locs[w.field as usize] = Some(Loc {
-            pos: (i * SNAP_WINDOW_LEN) as u16 + (w.off - start) as u16,
+            pos,
             size: w.size as u8,
             bit: w.bit as u8,
             bits: w.bits as u8,
@@ -314,13 +391,19 @@ pub fn plan(btf: &Btf) -> (SnapPlan, SnapLayout) {
     }
     // The handshake's end copies only the windows holding options; the socket's end, all.
     let all = (1u32 << plan.n) - 1;
-    let options = Field::ALL
-        .into_iter()
-        .filter(|f| f.at_established())
+    let options = || {
+        Field::ALL
+            .into_iter()
+            .filter(|f| f.at_established())
+            .filter(|f| layout.locs[*f as usize].is_some())
+    };
+    plan.windows[TcpState::ESTABLISHED.0 as usize] = options()
         .filter_map(|f| layout.locs[f as usize])
         .fold(0u32, |m, loc| m | 1 << (loc.pos as usize / SNAP_WINDOW_LEN));
-    plan.windows[TcpState::ESTABLISHED.0 as usize] = options;
     plan.windows[TcpState::CLOSE.0 as usize] = all;
+    plan.fields[TcpState::ESTABLISHED.0 as usize] =
+        options().fold(0, |m, f| m | piece_masks[f as usize]);
+    plan.fields[TcpState::CLOSE.0 as usize] = piece_masks.iter().fold(0, |m, p| m | p);
     for s in SNAP_STATES {
         plan.new_states |= 1 << s.0;
     }
@@ -376,8 +459,14 @@ impl SnapLayout {
         Some(out)
     }
 
-    /// Derives `fields` from `windows` and `locs`.
+    /// Derives `fields` and `steps` from `windows` and `locs`.
     fn index(&mut self) {
+        for (f, (step, loc)) in Field::ALL
+            .into_iter()
+            .zip(self.steps.iter_mut().zip(self.locs))
+        {
+            *step = loc.map_or(Step::default(), |l| Step::of(f, l));
+        }
         for (fields, windows) in self.fields.iter_mut().zip(self.windows) {
             *fields = Field::ALL
                 .into_iter()
@@ -397,31 +486,26 @@ impl SnapLayout {
         while wanted != 0 {
             let i = wanted.trailing_zeros() as usize;
             wanted &= wanted - 1;
-            let (Some(loc), Some(&f)) = (self.locs[i], Field::ALL.get(i)) else {
+            let (Some(step), Some(&f)) = (self.steps.get(i), Field::ALL.get(i)) else {
                 continue;
             };
-            let start = loc.pos as usize;
-            let size = usize::from(loc.size).min(8);
-            let mut raw = [0u8; 8];
-            if start + 8 <= SNAP_BYTES {
-                raw.copy_from_slice(&snap[start..start + 8]);
-            } else if let Some(bytes) = snap.get(start..start + size) {
-                raw[..size].copy_from_slice(bytes);
+            let start = usize::from(step.pos);
+            let raw = match snap.get(start..start + 8) {
+                Some(eight) => u64::from_le_bytes(eight.try_into().unwrap_or([0; 8])),
+                None => {
+                    let mut tail = [0u8; 8];
+                    let size = usize::from(step.size);
+                    if let Some(bytes) = snap.get(start..start + size) {
+                        tail[..size].copy_from_slice(bytes);
+                    }
+                    u64::from_le_bytes(tail)
+                }
+            };
+            let mut v = (raw >> step.shift) & step.mask;
+            if step.sign != 0 {
+                v = (((v << step.sign) as i64) >> step.sign) as u64;
             }
-            let mut v = u64::from_le_bytes(raw);
-            if size < 8 {
-                v &= (1u64 << (8 * size)) - 1;
-            }
-            if loc.bits != 0 {
-                v = (v >> loc.bit) & ((1u64 << loc.bits) - 1);
-            } else if f.signed() && size < 8 {
-                let shift = 64 - 8 * size as u32;
-                v = (((v << shift) as i64) >> shift) as u64;
-            }
-            if f == Field::SrttUs {
-                v >>= 3;
-            }
-            out.set(f, v);
+            out.set(f, v >> step.post);
         }
         out
     }
@@ -465,6 +549,25 @@ mod tests {
             snap[i * SNAP_WINDOW_LEN..i * SNAP_WINDOW_LEN + l].copy_from_slice(&image[o..o + l]);
         }
         let s = layout.decode(&snap, TcpState::CLOSE);
+        // The field-by-field plan puts the same bytes where the layout reads them.
+        for state in [TcpState::ESTABLISHED, TcpState::CLOSE] {
+            let mut pieces = [0u8; SNAP_BYTES];
+            let mask = plan.fields[state.0 as usize];
+            for i in (0..plan.n_fields as usize).filter(|i| mask & (1 << i) != 0) {
+                let (o, p, n) = (
+                    plan.field_off[i] as usize,
+                    plan.field_pos[i] as usize,
+                    plan.field_size[i] as usize,
+                );
+                assert!([1, 2, 4, 8].contains(&n), "piece {i} of {n} bytes");
+                pieces[p..p + n].copy_from_slice(&image[o..o + n]);
+            }
+            assert_eq!(
+                layout.decode(&pieces, state),
+                layout.decode(&snap, state),
+                "{state:?}"
+            );
+        }
         assert_eq!(s.get(Field::BytesAcked), Some(1_048_576));
         assert_eq!(s.get(Field::SrttUs), Some(250));
         assert_eq!(s.get(Field::MssClamp), Some(1460));

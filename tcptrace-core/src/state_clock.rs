@@ -1,13 +1,12 @@
 //! Time spent in the previous state: remembers each socket's last transition so a state event
 //! can say how long the socket sat in its old state (`prev_ms`).
-use std::collections::HashMap;
 
 use crate::{event::Event, event::EventKind, tcp::TcpState};
 
 /// Last transition time per socket, bounded in size.
 #[derive(Debug)]
 pub struct StateClock {
-    last: HashMap<u64, u64, foldhash::fast::RandomState>,
+    last: crate::FastMap<u64, u64>,
     capacity: usize,
 }
 
@@ -16,7 +15,7 @@ impl StateClock {
     /// full, which only costs `prev_ms` of their next transition).
     pub fn new(capacity: usize) -> Self {
         Self {
-            last: HashMap::default(),
+            last: crate::FastMap::default(),
             capacity: capacity.max(1),
         }
     }

@@ -9,8 +9,8 @@ use tcptrace_common::{
 };
 
 use crate::{
-    emit::{header, submit, submit_state},
-    sock,
+    emit::{header, header_at, now_ns, state_task, submit, submit_state},
+    sock::{self, Probe},
 };
 
 /// Reads a `T` at `off` in the raw tracepoint record; `None` when the field is absent.
@@ -84,18 +84,20 @@ pub fn tcptrace_tp_set_state(ctx: TracePointContext) -> i32 {
     if field::<u16>(&ctx, l.protocol) != Some(IPPROTO_TCP) {
         return 0;
     }
+    let old = field::<i32>(&ctx, l.oldstate).unwrap_or(-1) as u8;
+    let new = field::<i32>(&ctx, l.newstate).unwrap_or(-1) as u8;
     let mut rec = StateRecord {
-        hdr: header(kind::STATE),
-        old: field::<i32>(&ctx, l.oldstate).unwrap_or(-1) as u8,
-        new: field::<i32>(&ctx, l.newstate).unwrap_or(-1) as u8,
+        hdr: header_at(kind::STATE, now_ns(), state_task(old, new)),
+        old,
+        new,
         ..StateRecord::default()
     };
     rec.hdr.sk = field::<u64>(&ctx, l.skaddr).unwrap_or(0);
     fill_addrs(&ctx, &mut rec.hdr, &l);
     let sk = rec.hdr.sk;
-    sock::fill_netns(&mut rec.hdr, sk);
-    sock::fill_cgroup(&mut rec.hdr, sk);
-    submit_state(&rec, rec.hdr.sk);
+    sock::fill_netns(Probe, &mut rec.hdr, sk);
+    sock::fill_cgroup(Probe, &mut rec.hdr, sk);
+    submit_state(Probe, &rec, sk);
     0
 }
 
@@ -113,15 +115,15 @@ pub fn tcptrace_tp_retransmit(ctx: TracePointContext) -> i32 {
         rec.flags |= retrans_flags::HAS_ERR;
     }
     let skb = field::<u64>(&ctx, l.skbaddr).unwrap_or(0);
-    if let Some(flags) = sock::skb_tcp_flags(skb) {
+    if let Some(flags) = sock::skb_tcp_flags(Probe, skb) {
         rec.tcp_flags = flags;
         rec.flags |= retrans_flags::TCP_FLAGS_VALID;
     }
     rec.hdr.sk = field::<u64>(&ctx, l.skaddr).unwrap_or(0);
     fill_addrs(&ctx, &mut rec.hdr, &l);
     let sk = rec.hdr.sk;
-    sock::fill_netns(&mut rec.hdr, sk);
-    sock::fill_cgroup(&mut rec.hdr, sk);
+    sock::fill_netns(Probe, &mut rec.hdr, sk);
+    sock::fill_cgroup(Probe, &mut rec.hdr, sk);
     submit(&rec, &rec.hdr);
     0
 }
@@ -136,8 +138,8 @@ pub fn tcptrace_tp_synack(ctx: TracePointContext) -> i32 {
     };
     rec.hdr.sk = field::<u64>(&ctx, l.req).unwrap_or(0);
     fill_addrs(&ctx, &mut rec.hdr, &l);
-    sock::fill_netns(&mut rec.hdr, rec.listener);
-    sock::fill_cgroup(&mut rec.hdr, rec.listener);
+    sock::fill_netns(Probe, &mut rec.hdr, rec.listener);
+    sock::fill_cgroup(Probe, &mut rec.hdr, rec.listener);
     submit(&rec, &rec.hdr);
     0
 }
@@ -160,12 +162,12 @@ pub fn tcptrace_tp_send_reset(ctx: TracePointContext) -> i32 {
     }
     if rec.hdr.sk != 0 {
         let sk = rec.hdr.sk;
-        sock::fill_netns(&mut rec.hdr, sk);
-        sock::fill_cgroup_any(&mut rec.hdr, sk);
+        sock::fill_netns(Probe, &mut rec.hdr, sk);
+        sock::fill_cgroup_any(Probe, &mut rec.hdr, sk);
     } else {
         let skb = field::<u64>(&ctx, l.skbaddr).unwrap_or(0);
         let mut from_skb = Header::default();
-        if sock::fill_from_incoming_skb(&mut from_skb, skb)
+        if sock::fill_from_incoming_skb(Probe, &mut from_skb, skb)
             && from_skb.flags & hdr_flags::NETNS != 0
         {
             rec.hdr.netns = from_skb.netns;
@@ -186,11 +188,11 @@ pub fn tcptrace_tp_recv_reset(ctx: TracePointContext) -> i32 {
         ..ResetRecord::default()
     };
     rec.hdr.sk = field::<u64>(&ctx, l.skaddr).unwrap_or(0);
-    rec.state = sock::state(rec.hdr.sk).unwrap_or(STATE_UNKNOWN);
+    rec.state = sock::state(Probe, rec.hdr.sk).unwrap_or(STATE_UNKNOWN);
     fill_addrs(&ctx, &mut rec.hdr, &l);
     let sk = rec.hdr.sk;
-    sock::fill_netns(&mut rec.hdr, sk);
-    sock::fill_cgroup(&mut rec.hdr, sk);
+    sock::fill_netns(Probe, &mut rec.hdr, sk);
+    sock::fill_cgroup(Probe, &mut rec.hdr, sk);
     submit(&rec, &rec.hdr);
     0
 }

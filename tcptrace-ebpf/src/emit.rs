@@ -1,20 +1,23 @@
 //! Stamps the task context on a record, applies the in-kernel filter and writes the record to the
 //! ring buffer, counting it in `LOST` when the buffer is full.
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
 };
-use tcptrace_common::{
-    Header, MAX_PORTS, SNAP_WINDOW_LEN, SNAP_WINDOWS, StateRecord, StateSnapRecord, hdr_flags,
-    state_flags,
+use tcptrace_common::{Header, MAX_PORTS, StateRecord, StateSnapRecord, hdr_flags, state_flags};
+
+use crate::{
+    globals::{EVENTS, LOST, NETNS, WRITTEN, get},
+    sock::Mem,
 };
 
-use crate::globals::{EVENTS, LOST, NETNS, get};
-
-/// A header with kind, timestamp and current task filled in.
+/// A header with kind and timestamp, and the current task when the [`TaskPlan`] asks for it
+/// on records other than state changes.
+///
+/// [`TaskPlan`]: tcptrace_common::TaskPlan
 #[inline(always)]
 pub fn header(kind: u8) -> Header {
-    header_at(kind, now_ns())
+    header_at(kind, now_ns(), get!(TASK.others) != 0)
 }
 
 /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
@@ -24,18 +27,28 @@ pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// A header with kind, the given timestamp and the current task filled in.
+/// A header with kind and the given timestamp, and the current task when `task`.
 #[inline(always)]
-pub fn header_at(kind: u8, ts_ns: u64) -> Header {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    Header {
+pub fn header_at(kind: u8, ts_ns: u64, task: bool) -> Header {
+    let mut hdr = Header {
         kind,
         ts_ns,
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
         ..Header::default()
+    };
+    if task {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        hdr.tgid = (pid_tgid >> 32) as u32;
+        hdr.tid = pid_tgid as u32;
+        hdr.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
+    hdr
+}
+
+/// Whether the state change `old` → `new` carries the current task.
+#[inline(always)]
+pub fn state_task(old: u8, new: u8) -> bool {
+    // Masked indices: the verifier needs the bound on the very register used.
+    new < 16 && old < 32 && get!(TASK.states[(new & 15) as usize]) & (1 << (old & 31)) != 0
 }
 
 #[inline(always)]
@@ -93,17 +106,29 @@ fn count_lost() {
 }
 
 /// Commit flags for a record of `size` bytes under the [`WAKEUP`](crate::globals::WAKEUP)
-/// policy: wake the reader only once enough is waiting (it also drains on a timer).
+/// policy: wake the reader only once this CPU has written enough since it last did (the
+/// reader also drains on a timer).
 #[inline(always)]
 fn wake_flags(size: usize) -> u64 {
-    let threshold = get!(WAKEUP.bytes);
-    if threshold == 0 {
+    let every = get!(WAKEUP.per_cpu_bytes);
+    if every == 0 {
         return 0;
     }
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) + size as u64 >= threshold {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
+    let Some(written) = WRITTEN.get_ptr_mut(0) else {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    };
+    // SAFETY: this CPU's slot, from a successful lookup; valid while the program runs. A
+    // program interrupting this one on the same CPU may make one count land late or twice:
+    // it only moves a wakeup by a record.
+    unsafe {
+        let now = *written + size as u64;
+        if now >= every {
+            *written = 0;
+            BPF_RB_FORCE_WAKEUP as u64
+        } else {
+            *written = now;
+            BPF_RB_NO_WAKEUP as u64
+        }
     }
 }
 
@@ -123,12 +148,12 @@ pub fn submit<T: 'static>(record: &T, hdr: &Header) -> bool {
 }
 
 /// Writes a state change; when the plan asks for this new state and the socket is known, the
-/// record carries the planned windows of the socket's memory. False when the ring buffer was
-/// full.
+/// record carries the planned bytes of the socket's memory, read through `m` from `full`
+/// ([`Mem::full`] of the socket). False when the ring buffer was full.
 #[inline(always)]
-pub fn submit_state(record: &StateRecord, sk: u64) -> bool {
+pub fn submit_state<M: Mem>(m: M, record: &StateRecord, full: u64) -> bool {
     let wanted_states = get!(SNAP.new_states);
-    if sk == 0 || record.new >= 32 || wanted_states & (1u32 << record.new) == 0 {
+    if full == 0 || record.new >= 32 || wanted_states & (1u32 << record.new) == 0 {
         return submit(record, &record.hdr);
     }
     if !wanted(&record.hdr) {
@@ -140,31 +165,12 @@ pub fn submit_state(record: &StateRecord, sk: u64) -> bool {
     };
     let out = entry.as_mut_ptr();
     // SAFETY: `out` points to a reserved, exclusively owned ring-buffer slot of the right size;
-    // raw-pointer writes avoid materialising a 352-byte value on the 512-byte BPF stack.
+    // raw-pointer writes avoid materialising a 352-byte value on the 512-byte BPF stack, and
+    // the snapshot gets exactly its `SNAP_BYTES`.
     unsafe {
         (*out).state = *record;
         (*out).state.flags |= state_flags::SNAPSHOT;
-    }
-    let n = get!(SNAP.n) as usize;
-    let mask = get!(SNAP.windows[(record.new & 15) as usize]);
-    let mut i = 0;
-    while i < SNAP_WINDOWS {
-        let len = get!(SNAP.len[i]);
-        let off = get!(SNAP.off[i]);
-        let wanted = mask & (1 << i) != 0;
-        // SAFETY: the destination is window `i` of the reserved slot; `len` is checked against
-        // the window size, so the copy stays inside it. bpf_probe_read_kernel reports faults
-        // (zero-filling the destination) instead of taking them.
-        unsafe {
-            let dst = (&raw mut (*out).snap).cast::<u8>().add(i * SNAP_WINDOW_LEN);
-            if i < n && wanted && len > 0 && len as usize <= SNAP_WINDOW_LEN {
-                let src = (sk + off as u64) as *const core::ffi::c_void;
-                generated::bpf_probe_read_kernel(dst.cast(), len, src);
-            } else {
-                core::ptr::write_bytes(dst, 0, SNAP_WINDOW_LEN);
-            }
-        }
-        i += 1;
+        m.snapshot((&raw mut (*out).snap).cast::<u8>(), full, record.new);
     }
     entry.submit(wake_flags(core::mem::size_of::<StateSnapRecord>()));
     true

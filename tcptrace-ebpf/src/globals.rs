@@ -4,7 +4,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use tcptrace_common::{
-    Filter, KernelOffsets, MAX_NETNS, MAX_PORTS, Nested, SnapPlan, TpLayout, Wakeup,
+    Filter, KernelOffsets, MAX_NETNS, MAX_PORTS, Nested, SnapPlan, TaskPlan, TpLayout, Wakeup,
 };
 
 /// All records go here; userspace sizes it with `--ring-buffer` before load.
@@ -14,6 +14,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 /// Index 0: records dropped because `EVENTS` was full, per CPU.
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Index 0: bytes this CPU wrote since the last wakeup it forced (see [`Wakeup`]).
+#[map]
+pub static WRITTEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Index 0: the state changes the main state-change program handled on this CPU, and those the
 /// second one caught (see [`Nested`]).
@@ -40,6 +44,10 @@ pub static FILTER: Filter = Filter {
     _pad2: 0,
     cgroup: 0,
 };
+
+/// Which records carry the current task.
+#[unsafe(no_mangle)]
+pub static TASK: TaskPlan = TaskPlan::all();
 
 /// When records wake the reader (batching at high rates).
 #[unsafe(no_mangle)]

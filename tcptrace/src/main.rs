@@ -107,7 +107,7 @@ pub fn trace(
     stop: Option<tokio::sync::oneshot::Receiver<()>>,
     attached: Option<std::sync::mpsc::Sender<()>>,
 ) -> anyhow::Result<stats::Stats> {
-    let tracer = loader::load(cfg)?;
+    let tracer = loader::load(cfg, sink::Sink::interest(sink).events)?;
     // The lab builds namespaces and runs iptables while it traces: it keeps its privileges.
     if cfg.action == flags::Action::Trace {
         loader::drop_after_attach()?;

@@ -4,9 +4,10 @@
 //! when a sink wants records, diagnoses each finished connection that passes the filters
 //! once, and judges namespace samples. Everything a rule uses reaches it as a recorded fact,
 //! so a recording replays into the same output.
-use std::{collections::HashMap, io, net::IpAddr};
+use std::{io, net::IpAddr};
 
 use tcptrace_core::{
+    FastMap as HashMap,
     clock::WallClock,
     context::Context,
     diagnose::{
@@ -118,9 +119,9 @@ impl<'s, 'f> Pipeline<'s, 'f> {
             done: Vec::new(),
             judge: Judge {
                 min_severity,
-                sysctls: HashMap::new(),
+                sysctls: HashMap::default(),
                 fallback: Sysctls::defaults(None),
-                watches: HashMap::new(),
+                watches: HashMap::default(),
                 diags: Vec::new(),
                 findings: Vec::new(),
             },

@@ -132,6 +132,11 @@ fn handshake_and_close_ipv4_btf_tracepoints() {
 }
 
 #[test]
+fn handshake_and_close_ipv6_btf_probe_tracepoints() {
+    handshake_and_close(true, "btf-probe", 20106);
+}
+
+#[test]
 fn handshake_and_close_ipv4_classic_tracepoints() {
     handshake_and_close(false, "classic", 20104);
 }

@@ -19,6 +19,11 @@ fn role<'a>(recs: &'a [Value], role: &str) -> &'a Value {
 
 /// Waits until `n` records touch `port`, stops tracing, returns them.
 fn records(tracer: Tracer, port: u16, n: usize) -> Vec<Value> {
+    records_and_log(tracer, port, n).0
+}
+
+/// [`records`], and tcptrace's stderr.
+fn records_and_log(tracer: Tracer, port: u16, n: usize) -> (Vec<Value>, String) {
     let port = u64::from(port);
     let ok = tracer.wait_for(WAIT, |r| conns(r, port).len() >= n);
     let (all, stderr) = tracer.stop();
@@ -27,10 +32,12 @@ fn records(tracer: Tracer, port: u16, n: usize) -> Vec<Value> {
         ok,
         "expected {n} records on port {port}, got {recs:#?}\n{stderr}"
     );
-    recs
+    (recs, stderr)
 }
 
-fn orderly_client_close(ipv6: bool, port: u16) {
+/// An orderly close the client starts; `tracepoints`: the `--tracepoints` mode and the
+/// attachment of the state-change hook it must give.
+fn orderly_client_close(ipv6: bool, port: u16, tracepoints: (&str, &str)) {
     if !privileged() {
         return;
     }
@@ -40,13 +47,15 @@ fn orderly_client_close(ipv6: bool, port: u16) {
     } else {
         (&net.srv4, &net.cli4)
     };
-    let tracer = Tracer::lifecycle(&[]);
+    let tracer = Tracer::lifecycle(&["--tracepoints", tracepoints.0]);
     let server = Peer::start(&net.srv, "serve", srv, port, 777);
     let client = Peer::start(&net.cli, "send", srv, port, 4321);
     let (cpid, spid) = (client.pid(), server.pid());
     assert_eq!(client.finish(), "777");
     assert_eq!(server.finish(), "4321");
-    let recs = records(tracer, port, 2);
+    let (recs, log) = records_and_log(tracer, port, 2);
+    let attached = format!("inet_sock_set_state/{} ", tracepoints.1);
+    assert!(log.contains(&attached), "{attached}: {log}");
 
     let c = role(&recs, "client");
     assert_eq!(c["family"], if ipv6 { "ipv6" } else { "ipv4" });
@@ -103,12 +112,29 @@ fn orderly_client_close(ipv6: bool, port: u16) {
 
 #[test]
 fn client_active_close_ipv4() {
-    orderly_client_close(false, 9601);
+    orderly_client_close(false, 9601, ("auto", "tp_btf+nested"));
 }
 
 #[test]
 fn client_active_close_ipv6() {
-    orderly_client_close(true, 9602);
+    orderly_client_close(true, 9602, ("auto", "tp_btf+nested"));
+}
+
+/// The same records from the programs that read sockets with `bpf_probe_read_kernel` (the
+/// fallback where a kernel refuses plain loads) and from classic tracepoints.
+#[test]
+fn client_active_close_ipv4_btf_probe() {
+    orderly_client_close(false, 9608, ("btf-probe", "tp_btf(probe)+nested"));
+}
+
+#[test]
+fn client_active_close_ipv6_btf_probe() {
+    orderly_client_close(true, 9609, ("btf-probe", "tp_btf(probe)+nested"));
+}
+
+#[test]
+fn client_active_close_ipv4_classic() {
+    orderly_client_close(false, 9610, ("classic", "tracepoint"));
 }
 
 #[test]

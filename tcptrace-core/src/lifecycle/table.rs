@@ -2,11 +2,12 @@
 //! lifecycle. Pure: time comes from the events and from `advance(now)`.
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap, VecDeque},
+    collections::{BinaryHeap, VecDeque},
 };
 
-/// The table's maps: a fast hasher, seeded per process (tuples come from the network).
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use tcptrace_common::TaskPlan;
+
+use crate::FastMap as Map;
 
 use super::{
     conn::{Conn, End, FinWait2Watch, Options, Owner, Role, Visit, note},
@@ -117,13 +118,76 @@ pub struct ConnTable {
     pub stats: TableStats,
 }
 
+/// Transitions an application's `close()`/`shutdown()` makes: the task then is the closer.
+const CLOSE_CALLS: [(TcpState, TcpState); 3] = [
+    (TcpState::ESTABLISHED, TcpState::FIN_WAIT1),
+    (TcpState::SYN_RECV, TcpState::FIN_WAIT1),
+    (TcpState::CLOSE_WAIT, TcpState::LAST_ACK),
+];
+
 fn is_close_call(old: TcpState, new: TcpState) -> bool {
-    matches!(
-        (old, new),
-        (TcpState::ESTABLISHED, TcpState::FIN_WAIT1)
-            | (TcpState::SYN_RECV, TcpState::FIN_WAIT1)
-            | (TcpState::CLOSE_WAIT, TcpState::LAST_ACK)
-    )
+    CLOSE_CALLS.contains(&(old, new))
+}
+
+/// The kernel records whose current task the table reads ([`Owner::of`] in `on_state`): a
+/// listener's owner (→ LISTEN), the owner at `connect()` (CLOSE → SYN_SENT), the closer at a
+/// close call, the task at CLOSE. With only connection records wanted, the programs leave the
+/// task out of every other record.
+pub fn task_plan() -> TaskPlan {
+    let mut plan = TaskPlan {
+        states: [0; 16],
+        others: 0,
+        _pad: 0,
+    };
+    let mut carry = |old: TcpState, new: TcpState| {
+        plan.states[usize::from(new.0)] |= 1 << old.0;
+    };
+    carry(TcpState::CLOSE, TcpState::SYN_SENT);
+    for (old, new) in CLOSE_CALLS {
+        carry(old, new);
+    }
+    plan.states[usize::from(TcpState::LISTEN.0)] = u32::MAX;
+    plan.states[usize::from(TcpState::CLOSE.0)] = u32::MAX;
+    plan
+}
+
+/// Applies a state change `old` → `new` to a tracked connection; true when it closed.
+fn transition(
+    c: &mut Conn,
+    ev: &Event,
+    old: TcpState,
+    new: TcpState,
+    sock: Option<SockSnapshot>,
+    stats: &mut TableStats,
+) -> bool {
+    if c.state() != Some(old) {
+        c.notes |= note::MISSED_EVENTS;
+        stats.missed += 1;
+        c.visits.push(Visit {
+            state: old,
+            since_ns: None,
+        });
+    }
+    c.update_addrs(ev);
+    c.last_ns = ev.ts_ns;
+    if is_close_call(old, new) && c.cold().closer.is_none() {
+        c.cold_mut().closer = Some(Owner::of(ev));
+    }
+    if new == TcpState::ESTABLISHED
+        && let Some(s) = &sock
+    {
+        c.options = Options::from_snapshot(s);
+    }
+    c.enter(new, ev.ts_ns);
+    if new != TcpState::CLOSE {
+        return false;
+    }
+    c.cold_mut().close_task = Some(Owner::of(ev));
+    c.end_ns = Some(ev.ts_ns);
+    if sock.is_some() {
+        c.cold_mut().sock = sock;
+    }
+    true
 }
 
 impl ConnTable {
@@ -268,45 +332,22 @@ impl ConnTable {
             }
             _ => {}
         }
-        if !self.live.contains_key(&key) {
-            let mut adopted = Box::new(self.adopt(ev, old));
-            // The newest activity, so a full table evicts others, never it.
-            adopted.last_ns = ev.ts_ns;
-            self.insert_live(key, adopted, out);
-        }
-        // Updated in place; only the CLOSE transition takes it out of the live table.
-        let Some(c) = self.live.get_mut(&key) else {
-            return;
+        // Updated in place (one lookup when it is known); only the CLOSE transition takes it
+        // out of the live table.
+        let closed = match self.live.get_mut(&key) {
+            Some(c) => transition(c, ev, old, new, sock, &mut self.stats),
+            None => {
+                let mut adopted = Box::new(self.adopt(ev, old));
+                // The newest activity, so a full table evicts others, never it.
+                adopted.last_ns = ev.ts_ns;
+                let closed = transition(&mut adopted, ev, old, new, sock, &mut self.stats);
+                self.insert_live(key, adopted, out);
+                closed
+            }
         };
-        if c.state() != Some(old) {
-            c.notes |= note::MISSED_EVENTS;
-            self.stats.missed += 1;
-            c.visits.push(Visit {
-                state: old,
-                since_ns: None,
-            });
-        }
-        c.update_addrs(ev);
-        c.last_ns = ev.ts_ns;
-        if is_close_call(old, new) && c.cold().closer.is_none() {
-            c.cold_mut().closer = Some(Owner::of(ev));
-        }
-        if new == TcpState::ESTABLISHED
-            && let Some(s) = &sock
-        {
-            c.options = Options::from_snapshot(s);
-        }
-        c.enter(new, ev.ts_ns);
-        if new == TcpState::CLOSE {
-            c.cold_mut().close_task = Some(Owner::of(ev));
-            c.end_ns = Some(ev.ts_ns);
-            if sock.is_some() {
-                c.cold_mut().sock = sock;
-            }
+        if closed && let Some(c) = self.live.remove(&key) {
             let expect_tw = matches!(old, TcpState::FIN_WAIT2 | TcpState::CLOSING);
-            if let Some(c) = self.live.remove(&key) {
-                self.start_closing(key, c, expect_tw);
-            }
+            self.start_closing(key, c, expect_tw);
         }
     }
 

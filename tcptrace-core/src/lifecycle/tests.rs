@@ -13,13 +13,7 @@ use crate::{
 const FIXTURE: &str = include_str!("../../tests/fixtures/netns_scenarios.jsonl");
 
 fn events() -> Vec<Event> {
-    FIXTURE
-        .lines()
-        .filter_map(|l| match parse_line(l, false).expect("fixture line").line {
-            Line::Event { event: e, .. } => Some(e),
-            _ => None,
-        })
-        .collect()
+    events_of(FIXTURE)
 }
 
 fn run(evs: &[Event], cfg: TableConfig) -> (Vec<Conn>, TableStats) {
@@ -335,4 +329,55 @@ fn an_error_report_without_an_error_is_not_the_error() {
         .expect("9706 client");
     assert_eq!(c.cold().error, Some(110));
     assert_eq!(c.end, Some(End::Timeout));
+}
+
+/// The lab's recordings beside the scenarios: timeouts, FIN_WAIT2, keepalive overrides.
+const LAB_FIXTURES: [&str; 3] = [
+    include_str!("../../tests/fixtures/lab_data-timeout.jsonl"),
+    include_str!("../../tests/fixtures/lab_fin-wait2.jsonl"),
+    include_str!("../../tests/fixtures/lab_keepalive-override.jsonl"),
+];
+
+fn events_of(fixture: &str) -> Vec<Event> {
+    fixture
+        .lines()
+        .filter_map(|l| match parse_line(l, false).expect("fixture line").line {
+            Line::Event { event: e, .. } => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn records_need_the_task_only_where_the_plan_carries_it() {
+    let plan = table::task_plan();
+    for fixture in [FIXTURE].iter().chain(&LAB_FIXTURES) {
+        let evs = events_of(fixture);
+        // What the programs write with the plan: no task elsewhere (sock_diag facts carry
+        // the owners /proc gave, as they do live).
+        let stripped: Vec<Event> = evs
+            .iter()
+            .map(|e| {
+                let carried = match e.kind {
+                    EventKind::State { old, new, .. } => plan.state(old.0, new.0),
+                    EventKind::TimeWait { .. }
+                    | EventKind::RequestGone
+                    | EventKind::Existing { .. } => true,
+                    _ => plan.others != 0,
+                };
+                let mut e = *e;
+                if !carried {
+                    e.pid = 0;
+                    e.tid = 0;
+                    e.comm = Default::default();
+                }
+                e
+            })
+            .collect();
+        assert!(stripped.iter().zip(&evs).any(|(s, e)| s != e));
+        let (full, _) = run(&evs, TableConfig::default());
+        let (lean, _) = run(&stripped, TableConfig::default());
+        assert!(!full.is_empty());
+        assert_eq!(lean, full);
+    }
 }

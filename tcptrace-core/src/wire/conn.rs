@@ -8,7 +8,7 @@ use super::{
     diagnosis::{self, DiagnosisLine},
     json::{
         head, ident, key, null, num, object, opt_bool, opt_ms, opt_num, push_hex, push_int,
-        push_ip, push_str, push_time, text,
+        push_ip, push_name, push_str, push_time, text,
     },
 };
 use crate::{
@@ -47,19 +47,21 @@ fn counts<'a>(buf: &mut Vec<u8>, k: &str, items: impl Iterator<Item = (&'a str, 
 
 /// Writes one connection record (without the trailing newline).
 pub fn write(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, diagnoses: &[Diagnosis]) {
+    // Most records fit: one capacity check instead of one per member.
+    buf.reserve(1024);
     let end_ns = c.end_ns.unwrap_or(c.last_ns);
     head(buf, ctx, "conn", end_ns);
     key(buf, "sk");
     push_hex(buf, c.sk);
     opt_num(buf, "netns", c.netns);
     netns_name(buf, ctx, c.netns);
-    opt_num(buf, "pid", c.owner.map(|o| o.pid));
     match c.owner {
         Some(o) => {
+            num(buf, "pid", o.pid);
             key(buf, "comm");
             push_str(buf, o.comm.bytes());
         }
-        None => null(buf, "comm"),
+        None => buf.extend_from_slice(b",\"pid\":null,\"comm\":null"),
     }
     super::cgroup::member(buf, ctx, c.cgroup.map(|id| id.get()));
     ident(buf, "family", c.family.name());
@@ -82,28 +84,36 @@ pub fn write(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, diagnoses: &[Diagnosis]
     key(buf, "states");
     buf.push(b'[');
     for (i, (state, ns)) in c.spans().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        buf.extend_from_slice(b"{\"state\":");
-        push_str(buf, state.name().as_bytes());
+        buf.extend_from_slice(if i > 0 {
+            b",{\"state\":"
+        } else {
+            b"{\"state\":"
+        });
+        push_name(buf, state.name());
         opt_ms(buf, "ms", ns);
         buf.push(b'}');
     }
     buf.push(b']');
-    let r = &c.cold().retransmits;
-    key(buf, "retransmits");
-    buf.extend_from_slice(b"{\"total\":");
-    push_int(buf, r.total);
-    num(buf, "failed", r.failed);
-    counts(buf, "by_state", r.states().map(|(s, n)| (s.name(), n)));
-    counts(buf, "by_kind", r.kinds().map(|(k, n)| (k.name(), n)));
-    buf.push(b'}');
+    let cold = c.cold();
+    let r = &cold.retransmits;
+    if r.total == 0 && r.failed == 0 {
+        buf.extend_from_slice(
+            b",\"retransmits\":{\"total\":0,\"failed\":0,\"by_state\":{},\"by_kind\":{}}",
+        );
+    } else {
+        key(buf, "retransmits");
+        buf.extend_from_slice(b"{\"total\":");
+        push_int(buf, r.total);
+        num(buf, "failed", r.failed);
+        counts(buf, "by_state", r.states().map(|(s, n)| (s.name(), n)));
+        counts(buf, "by_kind", r.kinds().map(|(k, n)| (k.name(), n)));
+        buf.push(b'}');
+    }
     key(buf, "resets");
     buf.extend_from_slice(b"{\"sent\":");
-    push_int(buf, c.cold().resets_sent);
-    num(buf, "received", c.cold().resets_received);
-    match c.cold().reset_reason {
+    push_int(buf, cold.resets_sent);
+    num(buf, "received", cold.resets_received);
+    match cold.reset_reason {
         Some(code) => match ctx.reason_name(code) {
             Some(n) => text(buf, "reason", n),
             None => num(buf, "reason", code),
@@ -111,23 +121,26 @@ pub fn write(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, diagnoses: &[Diagnosis]
         None => null(buf, "reason"),
     }
     buf.push(b'}');
-    match c.cold().error.and_then(errno_name) {
-        Some(n) => text(buf, "error", n),
-        None => opt_num(buf, "error", c.cold().error),
+    match cold.error {
+        Some(e) => match errno_name(e) {
+            Some(n) => {
+                key(buf, "error");
+                push_name(buf, n);
+            }
+            None => num(buf, "error", e),
+        },
+        None => null(buf, "error"),
     }
     opt_num(buf, "bytes_sent", c.bytes_sent());
     opt_num(buf, "bytes_received", c.bytes_received());
     opt_ms(buf, "srtt_ms", c.srtt_us().map(|us| us * 1000));
-    text(buf, "end", c.end.map_or("open", |e| e.name()));
-    match c.cold().time_wait {
+    ident(buf, "end", c.end.map_or("open", |e| e.name()));
+    match cold.time_wait {
         Some((state, timer)) => {
-            text(buf, "time_wait_state", state.name());
+            ident(buf, "time_wait_state", state.name());
             opt_num(buf, "time_wait_ms", timer);
         }
-        None => {
-            null(buf, "time_wait_state");
-            null(buf, "time_wait_ms");
-        }
+        None => buf.extend_from_slice(b",\"time_wait_state\":null,\"time_wait_ms\":null"),
     }
     let o = &c.options;
     key(buf, "options");
@@ -141,14 +154,14 @@ pub fn write(buf: &mut Vec<u8>, ctx: &Context, c: &Conn, diagnoses: &[Diagnosis]
     opt_bool(buf, "sack", o.sack);
     opt_bool(buf, "timestamps", o.timestamps);
     buf.push(b'}');
-    owner(buf, "closer", c.cold().closer);
+    owner(buf, "closer", cold.closer);
     key(buf, "notes");
     buf.push(b'[');
     for (i, n) in c.note_names().enumerate() {
         if i > 0 {
             buf.push(b',');
         }
-        push_str(buf, n.as_bytes());
+        push_name(buf, n);
     }
     buf.push(b']');
     diagnosis::write_list(buf, diagnoses);

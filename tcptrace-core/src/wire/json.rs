@@ -5,13 +5,37 @@ use std::{io::Write as _, net::IpAddr};
 
 use crate::{context::Context, tcp::TcpState};
 
+/// Whether `s` can be written as a JSON string as it is: printable ASCII without a quote or a
+/// backslash.
+/// Eight bytes at a time (names and paths are short, but on every record).
+#[inline]
+fn plain(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+        // A byte below 0x20, at or above 0x7f, a quote or a backslash.
+        let bad = (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
+            | (w.wrapping_add(ONES) | w) & HIGH
+            | has_zero(w ^ (ONES * u64::from(b'"')))
+            | has_zero(w ^ (ONES * u64::from(b'\\')));
+        if bad != 0 {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
 /// Appends `s` as a JSON string (lossy UTF-8, control characters escaped).
 pub fn push_str(buf: &mut Vec<u8>, s: &[u8]) {
     buf.push(b'"');
     // Fast path: names and addresses are plain printable ASCII.
-    if s.iter()
-        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if plain(s) {
         buf.extend_from_slice(s);
         buf.push(b'"');
         return;
@@ -35,8 +59,17 @@ pub fn push_str(buf: &mut Vec<u8>, s: &[u8]) {
     buf.push(b'"');
 }
 
+/// `"name"` for a name of ours that needs no escaping (states, kinds, notes, errno names).
+#[inline(always)]
+pub fn push_name(buf: &mut Vec<u8>, name: &'static str) {
+    debug_assert!(plain(name.as_bytes()), "{name}");
+    buf.push(b'"');
+    buf.extend_from_slice(name.as_bytes());
+    buf.push(b'"');
+}
+
 /// `,"k":`
-#[inline]
+#[inline(always)]
 pub fn key(buf: &mut Vec<u8>, k: &str) {
     buf.extend_from_slice(b",\"");
     buf.extend_from_slice(k.as_bytes());
@@ -44,20 +77,20 @@ pub fn key(buf: &mut Vec<u8>, k: &str) {
 }
 
 /// An integer value.
-#[inline]
+#[inline(always)]
 pub fn push_int(buf: &mut Vec<u8>, v: impl itoa::Integer) {
     buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// `,"k":123`
-#[inline]
+#[inline(always)]
 pub fn num(buf: &mut Vec<u8>, k: &str, v: impl itoa::Integer) {
     key(buf, k);
     push_int(buf, v);
 }
 
 /// `,"k":123` or `,"k":null`
-#[inline]
+#[inline(always)]
 pub fn opt_num(buf: &mut Vec<u8>, k: &str, v: Option<impl itoa::Integer>) {
     match v {
         Some(v) => num(buf, k, v),
@@ -66,7 +99,7 @@ pub fn opt_num(buf: &mut Vec<u8>, k: &str, v: Option<impl itoa::Integer>) {
 }
 
 /// `,"k":true|false|null`
-#[inline]
+#[inline(always)]
 pub fn opt_bool(buf: &mut Vec<u8>, k: &str, v: Option<bool>) {
     key(buf, k);
     buf.extend_from_slice(match v {
@@ -97,7 +130,7 @@ pub fn object<'a, V>(
 }
 
 /// `,"k":"v"` for a value known to need no escaping (state, family, kind names).
-#[inline]
+#[inline(always)]
 pub fn ident(buf: &mut Vec<u8>, k: &str, v: &'static str) {
     key(buf, k);
     buf.push(b'"');
@@ -128,14 +161,28 @@ pub fn push_hex(buf: &mut Vec<u8>, v: u64) {
 pub fn push_ip(buf: &mut Vec<u8>, addr: &IpAddr) {
     match addr {
         IpAddr::V4(v4) => {
-            buf.push(b'"');
+            // At most 17 bytes: `"255.255.255.255"`, built in place.
+            let mut text = [0u8; 17];
+            text[0] = b'"';
+            let mut n = 1;
             for (i, o) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    buf.push(b'.');
+                    text[n] = b'.';
+                    n += 1;
                 }
-                push_int(buf, o);
+                if o >= 100 {
+                    text[n] = b'0' + o / 100;
+                    n += 1;
+                }
+                if o >= 10 {
+                    text[n] = b'0' + o / 10 % 10;
+                    n += 1;
+                }
+                text[n] = b'0' + o % 10;
+                n += 1;
             }
-            buf.push(b'"');
+            text[n] = b'"';
+            buf.extend_from_slice(&text[..n + 1]);
         }
         IpAddr::V6(_) => {
             let _ = write!(buf, "\"{addr}\"");
@@ -144,14 +191,14 @@ pub fn push_ip(buf: &mut Vec<u8>, addr: &IpAddr) {
 }
 
 /// `,"k":"escaped text"`
-#[inline]
+#[inline(always)]
 pub fn text(buf: &mut Vec<u8>, k: &str, v: &str) {
     key(buf, k);
     push_str(buf, v.as_bytes());
 }
 
 /// `,"k":null`
-#[inline]
+#[inline(always)]
 pub fn null(buf: &mut Vec<u8>, k: &str) {
     key(buf, k);
     buf.extend_from_slice(b"null");
@@ -167,7 +214,7 @@ pub fn opt_state(buf: &mut Vec<u8>, k: &str, s: Option<TcpState>) {
 }
 
 /// `,"k":1.234` (milliseconds with microsecond precision) or `,"k":null`.
-#[inline]
+#[inline(always)]
 pub fn opt_ms(buf: &mut Vec<u8>, k: &str, ns: Option<u64>) {
     match ns {
         Some(ns) => {
@@ -232,6 +279,26 @@ mod tests {
     }
 
     #[test]
+    fn word_check_agrees_with_the_byte_check() {
+        let byte = |b: u8| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+        for len in [1usize, 7, 8, 9, 16, 17, 24] {
+            for pos in 0..len {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[pos] = b;
+                    assert_eq!(plain(&s), byte(b), "{s:?}");
+                    // A bad byte next to another one.
+                    if pos + 1 < len {
+                        s[pos + 1] = 0xff;
+                        assert!(!plain(&s));
+                    }
+                }
+            }
+        }
+        assert!(plain(b"") && plain(b"/system.slice/nginx.service"));
+    }
+
+    #[test]
     fn milliseconds_and_addresses() {
         let mut v = Vec::new();
         push_ms(&mut v, 1_234_567);
@@ -242,5 +309,10 @@ mod tests {
             String::from_utf8(v).unwrap(),
             "1.235\"0x0\"\"10.0.0.1\"\"fd00::1\""
         );
+        for a in ["0.0.0.0", "255.255.255.255", "127.0.10.109", "9.99.100.1"] {
+            let mut v = Vec::new();
+            push_ip(&mut v, &a.parse().unwrap());
+            assert_eq!(String::from_utf8(v).unwrap(), format!("\"{a}\""));
+        }
     }
 }

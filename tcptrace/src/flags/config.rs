@@ -41,7 +41,16 @@ pub enum Format {
 pub enum TracepointMode {
     Auto,
     Btf,
+    /// BTF tracepoints reading sockets with `bpf_probe_read_kernel` only.
+    BtfProbe,
     Classic,
+}
+
+impl TracepointMode {
+    /// BTF tracepoints or nothing.
+    pub fn btf_only(self) -> bool {
+        matches!(self, Self::Btf | Self::BtfProbe)
+    }
 }
 
 /// Everything the program needs, validated.
@@ -328,6 +337,7 @@ impl Config {
         self.tracepoints = match t.tracepoints {
             TracepointsArg::Auto => TracepointMode::Auto,
             TracepointsArg::Btf => TracepointMode::Btf,
+            TracepointsArg::BtfProbe => TracepointMode::BtfProbe,
             TracepointsArg::Classic => TracepointMode::Classic,
         };
         self.btf_explicit = t.btf.is_some();
@@ -352,8 +362,8 @@ impl Config {
 
     /// What only a combination of flags can get wrong.
     fn check(&self) -> anyhow::Result<()> {
-        if self.btf.is_none() && self.tracepoints == TracepointMode::Btf {
-            bail!("--tracepoints btf needs kernel BTF, but --btf none was given");
+        if self.btf.is_none() && self.tracepoints.btf_only() {
+            bail!("--tracepoints btf and btf-probe need kernel BTF, but --btf none was given");
         }
         if self.btf.is_none() && self.cgroup.is_some() {
             bail!("--cgroup needs kernel BTF to read a socket's cgroup, but --btf none was given");

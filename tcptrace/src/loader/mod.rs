@@ -33,17 +33,35 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc
 /// How one hook ended up attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attachment {
-    Btf,
-    /// A BTF tracepoint with its second program for the runs the kernel skips.
-    BtfNested,
+    /// A BTF tracepoint. `direct`: its program reads sockets with plain loads (else with
+    /// `bpf_probe_read_kernel`, where the verifier refused those); `nested`: with the second
+    /// program for the runs the kernel skips.
+    Btf {
+        direct: bool,
+        nested: bool,
+    },
     Classic,
 }
 
 impl Attachment {
     pub fn name(self) -> &'static str {
         match self {
-            Self::Btf => "tp_btf",
-            Self::BtfNested => "tp_btf+nested",
+            Self::Btf {
+                direct: true,
+                nested: false,
+            } => "tp_btf",
+            Self::Btf {
+                direct: true,
+                nested: true,
+            } => "tp_btf+nested",
+            Self::Btf {
+                direct: false,
+                nested: false,
+            } => "tp_btf(probe)",
+            Self::Btf {
+                direct: false,
+                nested: true,
+            } => "tp_btf(probe)+nested",
             Self::Classic => "tracepoint",
         }
     }
@@ -110,7 +128,7 @@ fn kernel_info(cfg: &Config, warnings: &mut Vec<String>) -> anyhow::Result<Kerne
                 (info.snap_plan, info.snap) = snapshot::plan(&btf);
                 info.aya_btf = Some(tracepoint_btf(&btf)?);
             }
-            Err(e) if cfg.tracepoints == TracepointMode::Btf || cfg.btf_explicit => return Err(e),
+            Err(e) if cfg.tracepoints.btf_only() || cfg.btf_explicit => return Err(e),
             Err(e) => warnings.push(format!(
                 "{e}; using classic tracepoints without namespaces or segment flags"
             )),
@@ -177,18 +195,33 @@ impl Tracer {
     }
 }
 
-/// The wakeup policy: with a drain timer, wake early only when a quarter of the buffer waits.
+/// The wakeup policy: with a drain timer, wake early only when the CPUs together have written a
+/// quarter of the buffer.
 fn wakeup(cfg: &Config) -> abi::Wakeup {
     match cfg.latency {
-        Some(_) => abi::Wakeup {
-            bytes: u64::from(cfg.ring_bytes / 4),
-        },
+        Some(_) => {
+            let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u64;
+            abi::Wakeup {
+                per_cpu_bytes: (u64::from(cfg.ring_bytes / 4) / cpus).max(1),
+            }
+        }
         None => abi::Wakeup::per_record(),
     }
 }
 
-/// Loads and attaches everything `cfg` asks for.
-pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
+/// Which records carry the current task: all of them for the event stream (and the in-kernel
+/// pid filter), else only those the connection table reads.
+fn task_plan(cfg: &Config, events: bool) -> abi::TaskPlan {
+    if events || cfg.filter.tgid != 0 {
+        abi::TaskPlan::all()
+    } else {
+        tcptrace_core::lifecycle::table::task_plan()
+    }
+}
+
+/// Loads and attaches everything `cfg` asks for; `events`: a sink wants every event (else
+/// connection records only).
+pub fn load(cfg: &Config, events: bool) -> anyhow::Result<Tracer> {
     privilege::check()?;
     let mut warnings = Vec::new();
     let info = kernel_info(cfg, &mut warnings)?;
@@ -201,6 +234,7 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         );
     }
     let wakeup = wakeup(cfg);
+    let task = task_plan(cfg, events);
     let debug = cfg.log_level >= log::LevelFilter::Debug;
     let ebpf_log_level: u8 = if debug { 4 } else { 0 };
     let mut loader = EbpfLoader::new();
@@ -211,6 +245,7 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         .override_global(abi::OFFSETS_GLOBAL, &info.offsets, true)
         .override_global(abi::SNAP_GLOBAL, &info.snap_plan, true)
         .override_global(abi::WAKEUP_GLOBAL, &wakeup, true)
+        .override_global(abi::TASK_GLOBAL, &task, true)
         .override_global(AYA_LOG_LEVEL, &ebpf_log_level, false)
         .map_max_entries(abi::EVENTS_MAP, cfg.ring_bytes);
     let none = TpLayout::none();
@@ -253,13 +288,16 @@ pub fn load(cfg: &Config) -> anyhow::Result<Tracer> {
         ) {
             Ok((mut how, fd)) => {
                 losses.watch(fd, true);
-                if how == Attachment::Btf
-                    && let Some(name) = hook.nested_prog
+                if let Attachment::Btf { direct, .. } = how
+                    && let Some(names) = hook.nested_prog
                 {
-                    match attach_nested(&mut ebpf, hook, name, &info) {
+                    match attach_nested(&mut ebpf, hook, names, direct, &info) {
                         Ok(fd) => {
                             losses.watch(fd, false);
-                            how = Attachment::BtfNested;
+                            how = Attachment::Btf {
+                                direct,
+                                nested: true,
+                            };
                         }
                         Err(e) => warnings.push(format!(
                             "{e}; {} the kernel skips while another is being traced on the same CPU are lost (and counted)",
@@ -322,12 +360,12 @@ fn attach(
     let name = format!("{}:{}", hook.category, hook.tracepoint);
     if mode != TracepointMode::Classic {
         let result = match &info.aya_btf {
-            Some(btf) => attach_btf_prog(ebpf, hook.btf_prog, hook.tracepoint, btf),
+            Some(btf) => attach_btf(ebpf, hook, btf, mode, warnings),
             None => Err(anyhow!("no kernel BTF")),
         };
         match result {
-            Ok(fd) => return Ok((Attachment::Btf, fd)),
-            Err(e) if mode == TracepointMode::Btf => {
+            Ok(attached) => return Ok(attached),
+            Err(e) if mode.btf_only() => {
                 bail!("BTF tracepoint {name} could not be attached: {e}")
             }
             Err(e) if info.aya_btf.is_some() => {
@@ -350,6 +388,45 @@ fn attach(
     Ok((Attachment::Classic, prog.fd()?.try_clone()?))
 }
 
+/// Loads and attaches a hook's BTF tracepoint program: the one reading sockets with plain
+/// loads, or where this kernel's verifier refuses it, the one reading them with
+/// `bpf_probe_read_kernel` (which is noted in `warnings`).
+fn attach_btf(
+    ebpf: &mut Ebpf,
+    hook: &hooks::Hook,
+    btf: &aya::Btf,
+    mode: TracepointMode,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<(Attachment, ProgramFd)> {
+    if mode != TracepointMode::BtfProbe {
+        let direct = match attach_btf_prog(ebpf, hook.btf_prog, hook.tracepoint, btf) {
+            Ok(fd) => {
+                return Ok((
+                    Attachment::Btf {
+                        direct: true,
+                        nested: false,
+                    },
+                    fd,
+                ));
+            }
+            Err(e) => e,
+        };
+        warnings.push(format!(
+            "BTF tracepoint {}:{}: reading sockets with plain loads was refused ({direct}); \
+             trying bpf_probe_read_kernel, which costs more per event",
+            hook.category, hook.tracepoint
+        ));
+    }
+    let fd = attach_btf_prog(ebpf, hook.btf_probe_prog, hook.tracepoint, btf)?;
+    Ok((
+        Attachment::Btf {
+            direct: false,
+            nested: false,
+        },
+        fd,
+    ))
+}
+
 /// Loads and attaches one `tp_btf` program; returns a descriptor of it for its counters.
 fn attach_btf_prog(
     ebpf: &mut Ebpf,
@@ -367,24 +444,33 @@ fn attach_btf_prog(
     Ok(prog.fd()?.try_clone()?)
 }
 
-/// The nested-run companion of a BTF hook, attached after it.
+/// The nested-run companion of a BTF hook, attached after it: reading memory as the first
+/// program does (`direct`), or the other way if that one is refused.
 fn attach_nested(
     ebpf: &mut Ebpf,
     hook: &hooks::Hook,
-    name: &str,
+    (direct_name, probe_name): (&str, &str),
+    direct: bool,
     info: &KernelInfo,
 ) -> anyhow::Result<ProgramFd> {
     let btf = info
         .aya_btf
         .as_ref()
         .ok_or_else(|| anyhow!("no kernel BTF"))?;
-    attach_btf_prog(ebpf, name, hook.tracepoint, btf).map_err(|e| {
-        anyhow!(
-            "BTF tracepoint {}:{} (nested runs): {e}",
-            hook.category,
-            hook.tracepoint
-        )
-    })
+    let (first, second) = if direct {
+        (direct_name, probe_name)
+    } else {
+        (probe_name, direct_name)
+    };
+    attach_btf_prog(ebpf, first, hook.tracepoint, btf)
+        .or_else(|_| attach_btf_prog(ebpf, second, hook.tracepoint, btf))
+        .map_err(|e| {
+            anyhow!(
+                "BTF tracepoint {}:{} (nested runs): {e}",
+                hook.category,
+                hook.tracepoint
+            )
+        })
 }
 
 /// A program error with the verifier log condensed to its last meaningful lines.

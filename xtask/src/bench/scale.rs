@@ -88,9 +88,11 @@ pub fn memory_per_conn(tcptrace: &Path, dir: &Path, conns: usize) -> anyhow::Res
     let t = Running::start(&setup, dir)?;
     let out = t.out.clone();
     let before = tracer::rss(t.pid())?;
+    let maps_before = tracer::map_memlock(t.pid());
     let held = Holders::open(conns)?;
     wait_idle(t.pid());
     let during = tracer::rss(t.pid())?;
+    let maps = tracer::map_memlock(t.pid());
     let cost = t.stop()?;
     held.release();
     // Every connection still open is printed when tracing stops.
@@ -99,16 +101,27 @@ pub fn memory_per_conn(tcptrace: &Path, dir: &Path, conns: usize) -> anyhow::Res
         bail!("tcptrace printed no connections for the held ones");
     }
     let per = (during.saturating_sub(before)) as f64 / tracked as f64;
-    eprintln!("    {tracked} tracked, RSS {before} → {during} bytes: {per:.0} bytes each");
+    // Kernel side: what the maps grew by (per-socket storage would show here), and the whole of
+    // them spread over the connections as an upper bound.
+    let kernel_per = maps.saturating_sub(maps_before) as f64 / tracked as f64;
+    let total_per = (during.saturating_sub(before) + maps) as f64 / tracked as f64;
+    eprintln!(
+        "    {tracked} tracked, RSS {before} → {during} bytes: {per:.0} bytes each; eBPF maps {maps_before} → {maps} bytes"
+    );
     Ok(format!(
         "### Memory per tracked open connection\n\n\
          {conns} loopback connections held open (both ends traced: {tracked} connections in the \
          table). tcptrace's resident memory grew from {:.1} MiB to {:.1} MiB: **{per:.0} bytes \
          per tracked connection**, table and allocator overhead included (peak RSS {:.1} MiB, \
-         with the final report of every open connection).\n",
+         with the final report of every open connection). Kernel side, its eBPF maps (`memlock` \
+         in fdinfo: ring buffer, counters, any per-socket storage) went from {:.2} MiB to \
+         {:.2} MiB: {kernel_per:.0} bytes per tracked connection; counting all of that memory \
+         as theirs, **{total_per:.0} bytes per tracked connection, kernel included**.\n",
         before as f64 / (1 << 20) as f64,
         during as f64 / (1 << 20) as f64,
         cost.peak_rss as f64 / (1 << 20) as f64,
+        maps_before as f64 / (1 << 20) as f64,
+        maps as f64 / (1 << 20) as f64,
     ))
 }
 

@@ -358,6 +358,29 @@ fn tcpstates_lost(stderr: &str) -> u64 {
         .sum()
 }
 
+/// Kernel memory of a process's eBPF maps now (the `memlock` of each map it holds, each map
+/// counted once), bytes: the ring buffer, counters and any per-socket storage.
+pub fn map_memlock(pid: u32) -> u64 {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    let mut by_map = HashMap::new();
+    for text in dir
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+    {
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(id), Some(bytes)) = (field("map_id:"), field("memlock:")) {
+            by_map.insert(id, bytes);
+        }
+    }
+    by_map.values().sum()
+}
+
 /// Resident set of a process now, bytes.
 pub fn rss(pid: u32) -> anyhow::Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -11,6 +11,10 @@ pub enum TracepointsArg {
     Auto,
     /// BTF tracepoints (tp_btf) only; fail if they cannot be attached.
     Btf,
+    /// BTF tracepoints whose programs read sockets with bpf_probe_read_kernel rather than
+    /// plain loads (what `auto` and `btf` fall back to where a kernel refuses those); fail if
+    /// they cannot be attached.
+    BtfProbe,
     /// Classic tracefs tracepoints only (the fallback for kernels without BTF).
     Classic,
 }
