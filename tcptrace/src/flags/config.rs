@@ -111,7 +111,7 @@ impl Config {
             format: Format::Text,
             duration: None,
             filter: Filter::default(),
-            ring_bytes: 4 << 20,
+            ring_bytes: 16 << 20,
             latency: Some(Duration::from_millis(20)),
             tracepoints: TracepointMode::Auto,
             btf: Some(PathBuf::from(DEFAULT_BTF)),

@@ -24,7 +24,7 @@ pub enum TracepointsArg {
 #[command(next_help_heading = "Tracer")]
 pub struct TracerArgs {
     /// Ring buffer size in bytes (power of two, suffixes K/M allowed).
-    #[arg(long = "ring-buffer", value_name = "BYTES", default_value = "4M")]
+    #[arg(long = "ring-buffer", value_name = "BYTES", default_value = "16M")]
     pub ring_buffer: String,
 
     /// Longest a record may wait in the ring buffer before it is read (e.g. 20ms). The reader
