@@ -318,9 +318,14 @@ impl Tracer {
         thread::sleep(Duration::from_millis(100));
         let stderr = self.stderr.lock().unwrap().clone();
         assert!(status.success(), "tcptrace exited with {status}: {stderr}");
-        assert!(stderr.contains("events:"), "no summary on stderr: {stderr}");
+        assert!(has_summary(&stderr), "no summary on stderr: {stderr}");
         (self.events(), stderr)
     }
+}
+
+/// Whether tcptrace's exit summary (`N events: …`, `1 event: …`) is in `stderr`.
+pub fn has_summary(stderr: &str) -> bool {
+    stderr.contains(" events: ") || stderr.contains(" event: ")
 }
 
 impl Drop for Tracer {
