@@ -100,7 +100,7 @@ impl Summary {
 }
 
 /// Test targets not run in a guest, with the reason: they exercise no kernel.
-pub const NOT_IN_GUEST: [(&str, &str); 6] = [
+pub const NOT_IN_GUEST: [(&str, &str); 8] = [
     (
         "tcptrace/deploy",
         "checks deploy/ files with systemd-analyze and kubernetes-validate; no kernel involved",
@@ -110,6 +110,14 @@ pub const NOT_IN_GUEST: [(&str, &str); 6] = [
         "replays committed recordings; userspace only",
     ),
     ("tcptrace-common/lib", "ABI layout; no kernel involved"),
+    (
+        "tcptrace-common/nested_protocol",
+        "a model of the nested-run note protocol, every interleaving; no kernel involved",
+    ),
+    (
+        "tcptrace-netns/lib",
+        "no tests of its own: the namespace builder is used by every live test",
+    ),
     (
         "tcptrace-ebpf/lib",
         "no tests of its own: the programs are proved by loading them (every live test)",
