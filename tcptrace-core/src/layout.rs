@@ -217,6 +217,16 @@ impl Quirks {
     }
 }
 
+/// Whether the kernel counts the runs of classic tracepoint programs it skips (a program
+/// does not run while another runs on that CPU) in their `recursion_misses`: Linux 6.7 began
+/// to, in the same change that gave `bpf_link_info`'s `kprobe_multi` its `missed` member,
+/// which is what BTF can show. Before (6.1: proved by `cargo xtask vm-test`), such runs are
+/// lost without a count; BTF tracepoints are always counted, and caught by the nested-run
+/// programs.
+pub fn classic_misses_counted(btf: &Btf) -> bool {
+    btf.member("bpf_link_info", "kprobe_multi.missed").is_some()
+}
+
 /// `enum sk_rst_reason` names without their `SK_RST_REASON_` prefix (empty before 6.10).
 pub fn rst_reason_names(btf: &Btf) -> Vec<(u32, String)> {
     btf.enum_values("sk_rst_reason")

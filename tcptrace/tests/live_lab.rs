@@ -413,7 +413,13 @@ fn the_lab_leaves_no_socket_behind() {
     // retransmit for ~100 s (tcp_orphan_retries 0 → 8) in a deleted namespace.
     let out = tcptrace(&["lab", "user-timeout", "--format", "json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    // This test is about the leftover socket; the scenario's diagnoses are
+    // `user_timeout_ends_the_connection_when_it_runs_out`'s. Under emulation (a vm-test guest
+    // under TCG) a timer can fire later than the diagnosis' slack for real hardware allows,
+    // and the lab then fails on the diagnosis (measured once on 6.1): only that may fail there.
+    let judged_only = harness::patience() > 1
+        && stderr.contains("expected diagnoses not produced or not agreeing: data_timeout\"");
+    assert!(out.status.success() || judged_only, "{stderr}");
     assert!(
         stderr.contains("closed 1 leftover sockets before deleting the namespaces"),
         "{stderr}"

@@ -237,6 +237,15 @@ fn churn_loses_nothing_silently(tracepoints: &str) {
         .sum();
     assert_eq!(stream_lost, lost, "lost lines vs summary: {stderr}");
     let (breaks, examples) = chain_breaks(&events, port);
+    if tracepoints == "classic" && !harness::kernel_counts_classic_misses() {
+        // Before 6.7 the kernel skips classic runs without counting them: tcptrace cannot
+        // know what it lost, and must say so.
+        assert!(
+            stderr.contains("count the runs of classic tracepoint programs it skips"),
+            "no warning that skipped classic runs go uncounted: {stderr}"
+        );
+        return;
+    }
     assert!(
         breaks <= lost,
         "{breaks} broken transition chains on port {port} ({examples:?}) but {lost} lost \
@@ -295,7 +304,9 @@ fn stops_promptly_while_the_ring_refills() {
         .unwrap();
     let mut out = child.stdout.take().unwrap();
     let sink = thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let load = thread::spawn(move || churn(&listener, 2, 12.0));
+    // Longer than the wait below can take: the churn must still run when the tracer detaches.
+    let secs = 12.0 * f64::from(harness::patience());
+    let load = thread::spawn(move || churn(&listener, 2, secs));
     thread::sleep(Duration::from_secs(2));
     assert!(links(child.id()) > 0, "not attached");
     Command::new("kill")
@@ -303,10 +314,11 @@ fn stops_promptly_while_the_ring_refills() {
         .status()
         .unwrap();
     let signalled = Instant::now();
+    let limit = harness::patient(Duration::from_secs(6));
     while links(child.id()) > 0 {
         assert!(
-            signalled.elapsed() < Duration::from_secs(6),
-            "still attached 6 s after SIGINT while the churn went on"
+            signalled.elapsed() < limit,
+            "still attached {limit:?} after SIGINT while the churn went on"
         );
         thread::sleep(Duration::from_millis(20));
     }

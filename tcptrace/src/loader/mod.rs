@@ -100,6 +100,8 @@ struct KernelInfo {
     snap: SnapLayout,
     reset_reasons: Vec<(u32, String)>,
     layouts: Vec<Option<TpLayout>>,
+    /// Whether skipped runs of classic tracepoint programs are counted (`None`: no BTF to tell).
+    classic_misses_counted: Option<bool>,
 }
 
 fn kernel_info(cfg: &Config, warnings: &mut Vec<String>) -> anyhow::Result<KernelInfo> {
@@ -110,6 +112,7 @@ fn kernel_info(cfg: &Config, warnings: &mut Vec<String>) -> anyhow::Result<Kerne
         snap: SnapLayout::default(),
         reset_reasons: Vec::new(),
         layouts: Vec::new(),
+        classic_misses_counted: None,
     };
     if let Some(path) = &cfg.btf {
         match read_btf(path) {
@@ -125,6 +128,7 @@ fn kernel_info(cfg: &Config, warnings: &mut Vec<String>) -> anyhow::Result<Kerne
                 info.offsets = layout::kernel_offsets(&btf)
                     .map_err(|e| anyhow!("kernel BTF at {}: {e}", path.display()))?;
                 info.reset_reasons = layout::rst_reason_names(&btf);
+                info.classic_misses_counted = Some(layout::classic_misses_counted(&btf));
                 (info.snap_plan, info.snap) = snapshot::plan(&btf);
                 info.aya_btf = Some(tracepoint_btf(&btf)?);
             }
@@ -312,6 +316,19 @@ pub fn load(cfg: &Config, events: bool) -> anyhow::Result<Tracer> {
         }
     }
 
+    if info.classic_misses_counted != Some(true)
+        && attached
+            .iter()
+            .any(|(_, how)| matches!(how, Attachment::Classic))
+    {
+        warnings.push(format!(
+            "{} count the runs of classic tracepoint programs it skips (Linux 6.7+ does): under load some events may be lost without a count; BTF tracepoints (--tracepoints auto) count and catch them",
+            match info.classic_misses_counted {
+                Some(_) => "this kernel does not",
+                None => "without BTF tcptrace cannot tell whether this kernel does",
+            }
+        ));
+    }
     let events = RingBuf::try_from(
         ebpf.take_map(abi::EVENTS_MAP)
             .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::EVENTS_MAP))?,

@@ -50,6 +50,14 @@ pub fn kernel_quirks() -> tcptrace_core::layout::Quirks {
     )
 }
 
+/// Whether the running kernel counts the skipped runs of classic tracepoint programs
+/// (tcptrace-core's check on the kernel's BTF; 6.1 does not).
+pub fn kernel_counts_classic_misses() -> bool {
+    let bytes = std::fs::read("/sys/kernel/btf/vmlinux").expect("kernel BTF");
+    let btf = tcptrace_core::btf::Btf::parse(&bytes).expect("kernel BTF parses");
+    tcptrace_core::layout::classic_misses_counted(&btf)
+}
+
 /// Whether this kernel has the sysctl `name` (`net.ipv4.…`): knobs come and go between
 /// versions (`tcp_syn_linear_timeouts` is absent on 6.1).
 pub fn kernel_has_sysctl(name: &str) -> bool {
