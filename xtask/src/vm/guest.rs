@@ -1,6 +1,7 @@
 //! `xtask vm-guest`: the guest's init after the initramfs switched to the host's root (read-only
 //! under a tmpfs overlay). It mounts what a Debian host has (proc, sysfs, devtmpfs, tracefs,
-//! bpffs, a pure cgroup2 hierarchy, tmpfs on /run and /tmp), links the guest kernel's modules and
+//! bpffs, a pure cgroup2 hierarchy, tmpfs on /run; /tmp is the overlay's, so a checkout there
+//! stays visible), links the guest kernel's modules and
 //! config where modprobe and tcptrace look for them, records how tcptrace attaches in each
 //! `--tracepoints` mode, runs the planned test binaries, writes the summary to the results
 //! share, and powers the guest off. As PID 1 it reaps every orphan while the suite runs.
@@ -126,7 +127,8 @@ fn mounts() -> anyhow::Result<()> {
     mount("devpts", "/dev/pts", Some("ptmxmode=0666"))?;
     mount("tmpfs", "/dev/shm", None)?;
     mount("tmpfs", "/run", Some("mode=0755"))?;
-    mount("tmpfs", "/tmp", Some("mode=1777"))?;
+    // No tmpfs of its own on /tmp: a checkout there (CI may clone into /tmp) must stay
+    // visible; the root overlay already keeps the guest's writes in its memory.
     mount("tracefs", "/sys/kernel/tracing", None)?;
     mount("debugfs", "/sys/kernel/debug", None)?;
     mount("bpf", "/sys/fs/bpf", None)?;
