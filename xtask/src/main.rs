@@ -3,6 +3,7 @@ mod bench;
 mod churn;
 mod docs;
 mod exec;
+mod rerun;
 mod setup;
 mod tasks;
 mod vm;

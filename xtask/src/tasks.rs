@@ -47,6 +47,9 @@ fn fuzz_replay(secs: u32) -> Command {
     c
 }
 
+/// The stage whose failed tests get a rerun ([`crate::rerun`]).
+const TEST_STAGE: &str = "cargo test --workspace";
+
 /// fmt, clippy and the whole test suite; every stage runs, the summary says which failed.
 pub fn test(skip_lint: bool, extra: &[String]) -> anyhow::Result<ExitCode> {
     setup::setup()?;
@@ -71,7 +74,7 @@ pub fn test(skip_lint: bool, extra: &[String]) -> anyhow::Result<ExitCode> {
     if !extra.is_empty() {
         test.arg("--").args(extra);
     }
-    stages.push(("cargo test --workspace", test));
+    stages.push((TEST_STAGE, test));
     if extra.is_empty() {
         stages.push(("fuzz replay (60 s)", fuzz_replay(60)));
         // The privileged suite again on each pinned Debian kernel, under qemu.
@@ -84,7 +87,12 @@ pub fn test(skip_lint: bool, extra: &[String]) -> anyhow::Result<ExitCode> {
     for (name, mut cmd) in stages {
         eprintln!("==> {name}");
         let start = std::time::Instant::now();
-        if !exec::inherit(&mut cmd)? {
+        let ok = if name == TEST_STAGE {
+            crate::rerun::test_stage(&mut cmd)?
+        } else {
+            exec::inherit(&mut cmd)?
+        };
+        if !ok {
             failed.push(name);
         }
         eprintln!("==> {name}: {:.0} s", start.elapsed().as_secs_f64());

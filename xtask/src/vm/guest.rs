@@ -332,6 +332,35 @@ fn run_binary(plan: &Plan, b: &plan::Binary) -> BinaryResult {
     r
 }
 
+/// Runs each failed test of a binary that finished once more, alone: one that passes then is
+/// flaky (named in the report), not failed. A failure that repeats stays one.
+fn rerun_failed(plan: &Plan, b: &plan::Binary, r: &mut BinaryResult) {
+    if r.failed.is_empty() || r.status.starts_with("killed") {
+        return;
+    }
+    for name in std::mem::take(&mut r.failed) {
+        let again = plan::Binary {
+            name: format!("{}-rerun", b.name),
+            ..b.clone()
+        };
+        let filtered = Plan {
+            test_args: vec!["--exact".into(), name.clone()],
+            ..plan.clone()
+        };
+        let second = run_binary(&filtered, &again);
+        if second.ok && second.passed == [name.clone()] {
+            say(&format!("{}: {name} failed, then passed alone", b.name));
+            r.passed.push(name.clone());
+            r.flaky.push(name);
+        } else {
+            r.failed.push(name);
+        }
+    }
+    if r.failed.is_empty() {
+        r.ok = true;
+    }
+}
+
 fn suite() -> anyhow::Result<()> {
     let start = Instant::now();
     let mut errors = Vec::new();
@@ -380,7 +409,8 @@ fn suite() -> anyhow::Result<()> {
     }
     let mut binaries = Vec::new();
     for b in &plan.binaries {
-        let r = run_binary(&plan, b);
+        let mut r = run_binary(&plan, b);
+        rerun_failed(&plan, b, &mut r);
         say(&format!(
             "{}: {} passed, {} failed{} ({:.1} s{})",
             r.name,

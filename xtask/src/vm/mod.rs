@@ -319,6 +319,9 @@ fn report(o: &Outcome) -> bool {
                 s.release,
                 o.secs
             );
+            for t in s.flaky() {
+                eprintln!("      flaky (failed, then passed alone): {t}");
+            }
             for e in &s.errors {
                 eprintln!("      guest error: {e}");
             }

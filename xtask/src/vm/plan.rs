@@ -53,6 +53,9 @@ pub struct BinaryResult {
     pub passed: Vec<String>,
     pub failed: Vec<String>,
     pub ignored: Vec<String>,
+    /// Failed, then passed when run again alone (also in `passed`).
+    #[serde(default)]
+    pub flaky: Vec<String>,
     pub skipped: Vec<String>,
     pub secs: f64,
     /// The binary's exit status, or why it has none (timeout, could not start).
@@ -87,6 +90,13 @@ impl Summary {
             .iter()
             .filter(|b| !b.ok && b.failed.is_empty())
             .count()
+    }
+    /// Tests that failed, then passed alone.
+    pub fn flaky(&self) -> Vec<String> {
+        self.binaries
+            .iter()
+            .flat_map(|b| b.flaky.iter().map(move |t| format!("{} {t}", b.name)))
+            .collect()
     }
     pub fn skipped(&self) -> usize {
         self.binaries.iter().map(|b| b.skipped.len()).sum()
