@@ -82,8 +82,11 @@ impl Reader<'_, '_, '_> {
     }
 
     /// Reads what the ring holds (at most [`DRAIN_BATCH`] records: true when it stopped
-    /// there), then the loss counters: a loss is recorded after the events that came before
-    /// it, and noted on the connections open then, before any goes out.
+    /// there), then, once the ring was read to its end, the loss counters: a loss is recorded
+    /// after the events that came before it, and noted on the connections open then, before
+    /// any goes out. (A drop happens when the ring is full: read before the ring is caught up,
+    /// a loss would come ahead of earlier records of the connections it hit, which would then
+    /// miss its note.)
     fn drain(&mut self, ring: &mut RingBuf<MapData>, tick: bool) -> io::Result<bool> {
         let mut read = 0;
         while let Some(item) = ring.next() {
@@ -96,7 +99,9 @@ impl Reader<'_, '_, '_> {
         if let Some(l) = self.ebpf_log.as_mut() {
             l.flush();
         }
-        self.loss.check(self.counters, self.pipeline)?;
+        if read < DRAIN_BATCH {
+            self.loss.check(self.counters, self.pipeline)?;
+        }
         if tick {
             self.loss.tell();
         }
