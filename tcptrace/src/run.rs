@@ -28,6 +28,10 @@ use tcptrace_core::{decode::decode, event::Event, snapshot::SnapLayout, wire::Lo
 /// endpoint's tasks are served — instead of chasing the ring for as long as it refills.
 const DRAIN_BATCH: usize = 4096;
 
+/// Longest a drain reads, for a tracer slower than that batch (a debug build, an emulated
+/// CPU): the runtime looks at its signals only every few dozen turns, so a turn must be short.
+const DRAIN_TURN: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The per-batch state of the reader.
 struct Reader<'p, 's, 'f> {
     pipeline: &'p mut Pipeline<'s, 'f>,
@@ -81,32 +85,35 @@ impl Reader<'_, '_, '_> {
         self.pipeline.flush()
     }
 
-    /// Reads what the ring holds (at most [`DRAIN_BATCH`] records: true when it stopped
-    /// there), then, once the ring was read to its end, the loss counters: a loss is recorded
+    /// Reads what the ring holds (at most [`DRAIN_BATCH`] records or [`DRAIN_TURN`]: true when
+    /// it stopped there), then, once the ring was read to its end, the loss counters: a loss is recorded
     /// after the events that came before it, and noted on the connections open then, before
     /// any goes out. (A drop happens when the ring is full: read before the ring is caught up,
     /// a loss would come ahead of earlier records of the connections it hit, which would then
     /// miss its note.)
     fn drain(&mut self, ring: &mut RingBuf<MapData>, tick: bool) -> io::Result<bool> {
+        let deadline = std::time::Instant::now() + DRAIN_TURN;
         let mut read = 0;
+        let mut stopped = false;
         while let Some(item) = ring.next() {
             self.handle(&item)?;
             read += 1;
-            if read == DRAIN_BATCH {
+            if read == DRAIN_BATCH || (read % 256 == 0 && std::time::Instant::now() >= deadline) {
+                stopped = true;
                 break;
             }
         }
         if let Some(l) = self.ebpf_log.as_mut() {
             l.flush();
         }
-        if read < DRAIN_BATCH {
+        if !stopped {
             self.loss.check(self.counters, self.pipeline)?;
         }
         if tick {
             self.loss.tell();
         }
         self.settle(tick)?;
-        Ok(read == DRAIN_BATCH)
+        Ok(stopped)
     }
 }
 

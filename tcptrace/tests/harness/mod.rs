@@ -372,9 +372,14 @@ pub fn pair(a: &str, b: &str) -> (String, String) {
     (a.to_string(), b.to_string())
 }
 
+/// tcptrace's stderr as [`spawn_attached`] leaves it: what came before the `attached` line
+/// (warnings), then the rest as it comes.
+pub type Stderr = BufReader<std::io::Chain<std::io::Cursor<Vec<u8>>, std::process::ChildStderr>>;
+
 /// Starts `tcptrace ARGS` with raw stdout left unread by the harness, and returns once it has
-/// attached, with its stderr reader positioned after the `attached` line.
-pub fn spawn_attached(args: &[&str]) -> (Child, BufReader<std::process::ChildStderr>) {
+/// attached, with its stderr reader holding the lines before the `attached` line (warnings)
+/// and positioned after it.
+pub fn spawn_attached(args: &[&str]) -> (Child, Stderr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
         .args(args)
         .stdout(Stdio::piped())
@@ -382,10 +387,21 @@ pub fn spawn_attached(args: &[&str]) -> (Child, BufReader<std::process::ChildStd
         .spawn()
         .expect("spawn tcptrace");
     let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    err.read_line(&mut line).expect("read stderr");
-    assert!(is_attach_line(&line), "{line}");
-    (child, err)
+    let mut before = String::new();
+    loop {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).expect("read stderr");
+        assert!(n > 0, "tcptrace ended before attaching: {before}");
+        if is_attach_line(&line) {
+            break;
+        }
+        before.push_str(&line);
+    }
+    // What the reader already holds beyond the `attached` line follows the lines before it.
+    let mut held = before.into_bytes();
+    held.extend_from_slice(err.buffer());
+    let rest = std::io::Read::chain(std::io::Cursor::new(held), err.into_inner());
+    (child, BufReader::new(rest))
 }
 
 /// Whether a stderr line says tracing has started, as text or (with JSON output) as a JSON
