@@ -183,7 +183,19 @@ pub fn run(opts: &Options) -> anyhow::Result<ExitCode> {
                 modules_dir: String::new(),
                 config: String::new(),
                 tcptrace: tcptrace.display().to_string(),
-                binaries: binaries.clone(),
+                binaries: binaries
+                    .iter()
+                    .cloned()
+                    .map(|mut b| {
+                        b.skip.extend(
+                            plan::SKIPPED_ON_KERNEL
+                                .iter()
+                                .filter(|(kernel, bin, _, _)| *kernel == k.name && *bin == b.name)
+                                .map(|(_, _, test, _)| test.to_string()),
+                        );
+                        b
+                    })
+                    .collect(),
                 snapshots: snapshots.clone(),
                 test_args: opts.test_args.clone(),
                 binary_timeout_secs: (BINARY_TIMEOUT * accel.timeout_factor()).as_secs(),
@@ -205,6 +217,9 @@ pub fn run(opts: &Options) -> anyhow::Result<ExitCode> {
     }
     for (bin, test, why) in plan::SKIPPED_IN_GUEST {
         eprintln!("    {bin} {test}: {why}");
+    }
+    for (kernel, bin, test, why) in plan::SKIPPED_ON_KERNEL {
+        eprintln!("    on {kernel}: {bin} {test}: {why}");
     }
     eprintln!("==> vm-test ({}):", accel.name());
     for o in &outcomes {
