@@ -140,11 +140,18 @@ pub const NOT_IN_GUEST: [(&str, &str); 8] = [
 ];
 
 /// Single tests left out in a guest, with the reason: (binary, test, reason).
-pub const SKIPPED_IN_GUEST: [(&str, &str, &str); 1] = [(
-    "tcptrace/live_cgroup",
-    "systemd_run_scope_is_attributed_to_its_unit",
-    "needs systemd as init to make a scope; the guest's init is xtask vm-guest",
-)];
+pub const SKIPPED_IN_GUEST: [(&str, &str, &str); 2] = [
+    (
+        "tcptrace/live_cgroup",
+        "systemd_run_scope_is_attributed_to_its_unit",
+        "needs systemd as init to make a scope; the guest's init is xtask vm-guest",
+    ),
+    (
+        "tcptrace/live_loss",
+        "stops_promptly_while_the_ring_refills",
+        "tests the event loop, not the kernel: how soon a niced debug build detaches under TCG depends on the emulator's scheduling (it took over 36 s on both kernels before drains got their 20 ms bound)",
+    ),
+];
 
 /// Tests not run on one kernel of the matrix, with the reason (printed on every run):
 /// `(kernel, binary, test, why)`.
